@@ -1,0 +1,103 @@
+"""Architecture 1 of the key-sphere paper, the shared SDF-MLP, and the NI baseline (Davies et al. 2020).
+
+Model files hold ``nn.Module``s only; training lives in ``train_series.py``.
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+
+class SDFMLP(nn.Module):
+    """``layers`` hidden Linear layers of ``width`` with LeakyReLU(0.1), then Linear(width, 1) and tanh.
+
+    Parameters are named ``model.0`` ... ``model.{2 * layers}`` so the authors' weights load unchanged.
+
+    Parameters
+    ----------
+    in_dim : int
+        Input size (3 for xyz alone, 3 + feature_dim with key-sphere features).
+    layers : int
+        Number of hidden layers (the first maps ``in_dim`` to ``width``).
+    width : int
+        Hidden width.
+    """
+
+    def __init__(self, in_dim: int, layers: int, width: int):
+        super().__init__()
+        blocks: list[nn.Module] = []
+        for i in range(layers):
+            blocks += [nn.Linear(in_dim if i == 0 else width, width), nn.LeakyReLU(0.1)]
+        blocks += [nn.Linear(width, 1), nn.Tanh()]
+        self.model = nn.Sequential(*blocks)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """(N, in_dim) -> (N,) signed distances."""
+        return self.model(x).squeeze(-1)
+
+
+def sphere_weights(points: torch.Tensor, centres: torch.Tensor) -> torch.Tensor:
+    """Weights w_i = d_i / sum_j d_j of each sphere for each point, d = distance to the sphere centre.
+
+    Proportional, not inverse, distance: this is what the authors' released weights were trained with.
+
+    Parameters
+    ----------
+    points : (N, 3) tensor
+    centres : (M, 3) tensor
+
+    Returns
+    -------
+    (N, M) tensor whose rows sum to 1.
+    """
+    d = torch.cdist(points, centres)
+    return d / d.sum(dim=1, keepdim=True).clamp_min(1e-12)
+
+
+class KeySphereSDF(nn.Module):
+    """Architecture 1: a Linear(4, feature_dim) maps each sphere (x, y, z, signed SDF at the centre) to a
+    feature; a point's feature is the distance-weighted sum of sphere features; the MLP sees [xyz, feature].
+
+    With 128 spheres, 6 layers of 32 and feature_dim 29 this stores 7026 numbers (spheres included).
+
+    Parameters
+    ----------
+    num_spheres : int
+        M, the number of key spheres.
+    layers, width : int
+        Hidden layers and width of the SDF-MLP.
+    feature_dim : int
+        Size of the sphere feature; the MLP input is 3 + feature_dim.
+    spheres : (M, 4) tensor, optional
+        Sphere centres and signed SDF at the centres (normalized frame); loaded from a state dict otherwise.
+    """
+
+    def __init__(self, num_spheres: int, layers: int = 6, width: int = 32, feature_dim: int = 29,
+                 spheres: torch.Tensor | None = None):
+        super().__init__()
+        self.register_buffer("spheres", torch.zeros(num_spheres, 4) if spheres is None else spheres.float().clone())
+        self.sphere_encoder = nn.Linear(4, feature_dim)
+        self.mlp = SDFMLP(3 + feature_dim, layers, width)
+
+    def sphere_features(self) -> torch.Tensor:
+        """(M, feature_dim) features of the spheres."""
+        return self.sphere_encoder(self.spheres)
+
+    def forward(self, points: torch.Tensor) -> torch.Tensor:
+        """(N, 3) points -> (N,) signed distances."""
+        # sum_i w_i f_i as one (N, M) @ (M, F) product
+        feature = sphere_weights(points, self.spheres[:, :3]) @ self.sphere_features()
+        return self.mlp(torch.cat([points, feature], dim=1))
+
+
+class NISDF(nn.Module):
+    """The NI baseline (Davies et al. 2020): the SDF-MLP on xyz alone; 8 layers of 32 store 7553 numbers."""
+
+    def __init__(self, layers: int = 8, width: int = 32):
+        super().__init__()
+        self.mlp = SDFMLP(3, layers, width)
+
+    def forward(self, points: torch.Tensor) -> torch.Tensor:
+        """(N, 3) points -> (N,) signed distances."""
+        return self.mlp(points)

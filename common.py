@@ -1,0 +1,333 @@
+"""Shared plumbing for the scripts: errors, atomic writes, configs, run paths, checkpoints, logging.
+
+Everything here is small and free of training logic, so each script stays a flat, readable file.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+import os
+import shutil
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+import yaml
+
+PROJECT_ROOT = Path(__file__).resolve().parent
+CHECKPOINT_FORMAT = 1
+MESH_SUFFIXES = (".obj", ".stl", ".ply", ".off", ".glb", ".gltf")
+ARCHS = ("keysphere", "latent", "ni")
+
+log = logging.getLogger("keysphere")
+
+
+class InputError(Exception):
+    """Bad user input. The scripts print its message as one line and exit non-zero (no traceback)."""
+
+
+# ----------------------------------------------------------------------------------------------------------
+# Atomic writes: a reader never sees a half-written file, and a crash never destroys the previous one.
+
+
+def atomic_write(path: str | Path, write_fn) -> None:
+    """Call ``write_fn(tmp_path)`` and then rename the temporary file onto ``path``.
+
+    The temporary file keeps the suffix of ``path`` because several writers (trimesh, matplotlib) pick the
+    format from it.
+    """
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.stem}.", suffix=path.suffix)
+    os.close(fd)
+    try:
+        write_fn(tmp)
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def atomic_write_text(path: str | Path, text: str) -> None:
+    atomic_write(path, lambda tmp: Path(tmp).write_text(text))
+
+
+def replace_dir(tmp_dir: Path, final_dir: Path) -> None:
+    """Move a finished ``tmp_dir`` onto ``final_dir``; an old ``final_dir`` is removed only afterwards."""
+    old = None
+    if final_dir.exists():
+        old = final_dir.with_name(f".{final_dir.name}.old")
+        shutil.rmtree(old, ignore_errors=True)
+        os.replace(final_dir, old)
+    os.replace(tmp_dir, final_dir)
+    if old is not None:
+        shutil.rmtree(old, ignore_errors=True)
+
+
+# ----------------------------------------------------------------------------------------------------------
+# Training configuration: one dataclass, filled from a YAML file and then from --key=value overrides.
+
+
+@dataclass
+class TrainConfig:
+    seed: int = 0
+    # key spheres
+    num_spheres: int = 128
+    sphere_grid: int = 128
+    sphere_min_radius: float = 0.5
+    # networks
+    layers: int = 6
+    width: int = 32
+    feature_dim: int = 29
+    ni_layers: int = 8
+    ni_width: int = 32
+    # training points
+    pool_uniform: int = 1_000_000
+    pool_surface: int = 1_000_000
+    surface_noise: float = 0.01
+    importance_beta: float = 60.0
+    num_samples: int = 500_000
+    train_on_spheres: bool = True
+    # optimisation
+    epochs: int = 40
+    batch_size: int = 2048
+    lr: float = 5e-3
+    scheduler: str = "onecycle"
+    plateau_patience: int = 5
+    plateau_factor: float = 0.5
+    restarts: int = 1
+    restart_epochs: int = 5
+    threads: int = 0
+    # export
+    mesh_res: int = 128
+
+    def __post_init__(self):
+        if self.scheduler not in ("plateau", "onecycle", "cosine", "none"):
+            raise InputError(f"scheduler must be plateau, onecycle, cosine or none, got {self.scheduler!r}")
+        for name in ("num_spheres", "layers", "width", "epochs", "batch_size", "num_samples", "restarts"):
+            if getattr(self, name) < 1:
+                raise InputError(f"config value {name} must be at least 1, got {getattr(self, name)}")
+        if self.restarts > 1 and not 0 < self.restart_epochs <= self.epochs:
+            raise InputError("config value restart_epochs must be between 1 and epochs")
+
+    @classmethod
+    def load(cls, path: str | Path | None, overrides: list[str] = ()) -> "TrainConfig":
+        """Read a YAML config, then apply ``key=value`` overrides; unknown keys are an error."""
+        values = {}
+        if path is not None:
+            path = Path(path)
+            if not path.is_file():
+                raise InputError(f"{path}: config file not found")
+            try:
+                values = yaml.safe_load(path.read_text()) or {}
+            except yaml.YAMLError as exc:
+                raise InputError(f"{path}: not valid YAML ({str(exc).splitlines()[0]})") from None
+            if not isinstance(values, dict):
+                raise InputError(f"{path}: expected a mapping of config keys")
+        fields = {f.name: f for f in dataclasses.fields(cls)}
+        for item in overrides:
+            key, sep, text = item.lstrip("-").partition("=")
+            key = key.replace("-", "_")
+            if not sep:
+                raise InputError(f"override {item!r} is not of the form --key=value")
+            values[key] = yaml.safe_load(text)
+        unknown = sorted(set(values) - set(fields))
+        if unknown:
+            raise InputError(f"{path or 'overrides'}: unknown config key(s) {', '.join(unknown)}")
+        typed = {}
+        for key, value in values.items():
+            kind = type(getattr(cls(), key))
+            if kind is bool and not isinstance(value, bool):
+                raise InputError(f"config value {key} must be true or false, got {value!r}")
+            try:
+                typed[key] = kind(value)
+            except (TypeError, ValueError):
+                raise InputError(f"config value {key} must be {kind.__name__}, got {value!r}") from None
+        return cls(**typed)
+
+
+# ----------------------------------------------------------------------------------------------------------
+# Run paths: the one place that names every file of a training run.
+
+
+@dataclass(frozen=True)
+class RunPaths:
+    """Files of one mesh's run: ``<out>/<mesh name>/...``."""
+
+    dir: Path
+
+    @property
+    def checkpoint(self) -> Path:
+        return self.dir / "model.pt"
+
+    @property
+    def spheres(self) -> Path:
+        return self.dir / "spheres.txt"
+
+    @property
+    def loss_plot(self) -> Path:
+        return self.dir / "loss.png"
+
+    @property
+    def log(self) -> Path:
+        return self.dir / "train.log"
+
+    @property
+    def reconstruction(self) -> Path:
+        return self.dir / "reconstruction.ply"
+
+
+def mesh_name(path: Path) -> str:
+    return Path(path).stem
+
+
+def list_meshes(mesh_dir: str | Path) -> list[Path]:
+    mesh_dir = Path(mesh_dir)
+    if not mesh_dir.is_dir():
+        raise InputError(f"{mesh_dir}: mesh folder not found")
+    meshes = sorted(p for p in mesh_dir.iterdir() if p.suffix.lower() in MESH_SUFFIXES and p.is_file())
+    if not meshes:
+        raise InputError(f"{mesh_dir}: no mesh files ({', '.join(MESH_SUFFIXES)})")
+    return meshes
+
+
+# ----------------------------------------------------------------------------------------------------------
+# Checkpoints: self-describing, loadable with weights_only=True (no code runs on load).
+
+
+def build_model(arch: str, model_args: dict) -> torch.nn.Module:
+    """Rebuild a network from the ``model_args`` stored in a checkpoint."""
+    from NeuralImplicit import NISDF, KeySphereSDF
+    from NeuralImplicit_1 import LatentSphereSDF
+
+    classes = {"keysphere": KeySphereSDF, "latent": LatentSphereSDF, "ni": NISDF}
+    if arch not in classes:
+        raise InputError(f"unknown architecture {arch!r} (expected one of {', '.join(ARCHS)})")
+    return classes[arch](**model_args)
+
+
+def count_numbers(model: torch.nn.Module) -> int:
+    """Stored numbers of a model: its parameters and buffers (the spheres are a buffer)."""
+    return sum(t.numel() for t in model.parameters()) + sum(t.numel() for t in model.buffers())
+
+
+def save_checkpoint(path: Path, model: torch.nn.Module, arch: str, model_args: dict, extra: dict) -> None:
+    state = {
+        "format": CHECKPOINT_FORMAT,
+        "arch": arch,
+        "model_args": model_args,
+        "state_dict": {k: v.detach().cpu() for k, v in model.state_dict().items()},
+        **extra,
+    }
+    atomic_write(path, lambda tmp: torch.save(state, tmp))
+
+
+def _load_torch_file(path: Path) -> dict:
+    if not path.is_file():
+        raise InputError(f"{path}: file not found")
+    try:
+        data = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as exc:  # torch raises many types for truncated or foreign files
+        reason = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        raise InputError(f"{path}: not a readable checkpoint (truncated or corrupt?): {reason[:120]}") from None
+    if not isinstance(data, dict):
+        raise InputError(f"{path}: not a checkpoint (expected a dict)")
+    return data
+
+
+def load_checkpoint(path: str | Path) -> tuple[torch.nn.Module, dict]:
+    """Load our checkpoint or the authors' released ``.pth`` and return ``(model, info)``.
+
+    ``info`` holds ``arch``, ``model_args`` and, for our checkpoints, ``normalization`` and the rest of what
+    training stored. The authors' file has no normalization: its frame is the normalized frame.
+    """
+    path = Path(path)
+    data = _load_torch_file(path)
+    if {"net", "sphereNet", "sphere32"} <= set(data):
+        return _load_authors_model(path, data)
+    if "format" not in data or "state_dict" not in data:
+        raise InputError(f"{path}: not a key-sphere checkpoint (no 'format'/'state_dict' keys)")
+    if data["format"] != CHECKPOINT_FORMAT:
+        raise InputError(f"{path}: checkpoint format {data['format']} is not supported (expected {CHECKPOINT_FORMAT})")
+    model = build_model(data["arch"], data["model_args"])
+    try:
+        model.load_state_dict(data["state_dict"])
+    except RuntimeError as exc:
+        raise InputError(f"{path}: weights do not match the stored sizes ({str(exc).splitlines()[0]})") from None
+    model.eval()
+    return model, data
+
+
+def _load_authors_model(path: Path, data: dict) -> tuple[torch.nn.Module, dict]:
+    """The authors' file: ``net`` (model.0 ... model.2L Linear layers), ``sphereNet``, ``sphere32`` (M x 4)."""
+    from NeuralImplicit import KeySphereSDF
+
+    net, spheres = data["net"], data["sphere32"]
+    linear_ids = sorted(int(k.split(".")[1]) for k in net if k.endswith(".weight"))
+    width = net[f"model.{linear_ids[0]}.weight"].shape[0]
+    feature_dim = data["sphereNet"]["model.0.weight"].shape[0]
+    model_args = {
+        "num_spheres": int(spheres.shape[0]),
+        "layers": len(linear_ids) - 1,
+        "width": width,
+        "feature_dim": feature_dim,
+    }
+    model = KeySphereSDF(**model_args)
+    state = {"spheres": spheres.float()}
+    state.update({f"mlp.{k}": v for k, v in net.items()})
+    state.update({f"sphere_encoder.{k.rsplit('.', 1)[1]}": v for k, v in data["sphereNet"].items()})
+    try:
+        model.load_state_dict(state)
+    except RuntimeError as exc:
+        raise InputError(f"{path}: unexpected layout of the authors' model ({str(exc).splitlines()[0]})") from None
+    model.eval()
+    info = {"arch": "keysphere", "model_args": model_args, "normalization": None, "source": "authors"}
+    return model, info
+
+
+# ----------------------------------------------------------------------------------------------------------
+# Scripts: logging, devices, error handling.
+
+
+def setup_logging(quiet: bool = False, verbose: bool = False) -> None:
+    """Console output at the chosen level; the logger itself passes INFO on, so per-mesh log files keep it."""
+    console = logging.StreamHandler()
+    console.setLevel(logging.WARNING if quiet else logging.DEBUG if verbose else logging.INFO)
+    console.setFormatter(logging.Formatter("%(message)s"))
+    log.handlers[:] = [console]
+    log.propagate = False
+    log.setLevel(logging.DEBUG if verbose else logging.INFO)
+
+
+def add_logging_flags(parser) -> None:
+    group = parser.add_mutually_exclusive_group()
+    group.add_argument("--quiet", action="store_true", help="only warnings and errors")
+    group.add_argument("--verbose", action="store_true", help="debug output")
+
+
+def pick_device(name: str) -> torch.device:
+    """``auto`` picks CUDA when present; asking for CUDA without one is an input error."""
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if name.startswith("cuda") and not torch.cuda.is_available():
+        raise InputError("--device cuda: no CUDA device is available (use --device cpu)")
+    try:
+        return torch.device(name)
+    except RuntimeError:
+        raise InputError(f"--device {name}: unknown device") from None
+
+
+def run_main(main) -> None:
+    """Run a script's ``main``; an InputError becomes one line on stderr and exit status 2."""
+    import sys
+
+    try:
+        sys.exit(main())
+    except InputError as exc:
+        sys.stderr.write(f"error: {exc}\n")
+        sys.exit(2)
+    except KeyboardInterrupt:
+        sys.stderr.write("interrupted\n")
+        sys.exit(130)

@@ -1,0 +1,285 @@
+"""Score reconstructions against their ground-truth meshes: Chamfer, IoU, F-score, normals, SDF errors.
+
+    python eval.py --mesh-dir data/shapes --results runs/keysphere runs/ni --csv results/eval.csv
+
+Every metric is computed in the normalized frame (smallest enclosing ball of the ground truth scaled to
+radius 0.9) with fixed seeds; see ``README.md`` for the exact definitions. A run folder holds, per mesh,
+``<mesh>/reconstruction.{ply,obj,stl}`` (or ``<mesh>.{ply,obj,stl}``) and optionally ``<mesh>/model.pt``
+(or the authors' ``*.pth``); without a reconstruction the model is meshed at 128^3.
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import io
+import logging
+import math
+import sys
+from pathlib import Path
+
+import numpy as np
+import torch
+from scipy.spatial import cKDTree
+from tqdm import tqdm
+
+from common import (
+    InputError,
+    RunPaths,
+    add_logging_flags,
+    atomic_write_text,
+    count_numbers,
+    list_meshes,
+    load_checkpoint,
+    mesh_name,
+    pick_device,
+    run_main,
+    setup_logging,
+)
+from sphere_sampler import Mesh, inside, load_mesh, normalize_mesh, sample_surface, signed_distance
+
+log = logging.getLogger("keysphere")
+
+CHAMFER_SAMPLES = 131072
+IOU_SAMPLES = 100_000
+FSCORE_TAU = 0.01
+NEAR_SURFACE_STD = 0.01
+SDF_GRID_RES = 32
+METRICS = ("cd2", "cd1", "cd2_exact", "cd1_exact", "giou", "iou", "normal_consistency", "fscore",
+           "sdf_grid", "sdf_surface", "sdf_importance", "floor_cd2")
+TABLE_METRICS = (("cd2", "CD2", "{:.4f}"), ("giou", "gIoU", "{:.2f}"), ("fscore", "F@0.01", "{:.3f}"),
+                 ("normal_consistency", "NC", "{:.3f}"), ("bytes", "bytes", "{:.0f}"), ("seconds", "s", "{:.0f}"))
+
+
+# ----------------------------------------------------------------------------------------------------------
+# Metrics (pure functions)
+
+
+def chamfer(a: np.ndarray, b: np.ndarray) -> dict:
+    """Chamfer distances between point sets as the paper reports them.
+
+    Parameters
+    ----------
+    a : (N, 3) array
+    b : (M, 3) array
+
+    Returns
+    -------
+    dict with ``cd2`` (mean squared nearest distance a->b plus b->a, x1e3), ``cd1`` (same, unsquared, x1e3),
+    and the raw nearest distances ``d_ab`` (N,), ``d_ba`` (M,), ``i_ab``, ``i_ba`` (nearest indices).
+    """
+    d_ab, i_ab = cKDTree(b).query(a, workers=-1)
+    d_ba, i_ba = cKDTree(a).query(b, workers=-1)
+    return {"cd2": 1e3 * (np.mean(d_ab ** 2) + np.mean(d_ba ** 2)), "cd1": 1e3 * (d_ab.mean() + d_ba.mean()),
+            "d_ab": d_ab, "d_ba": d_ba, "i_ab": i_ab, "i_ba": i_ba}
+
+
+def exact_chamfer(a_points: np.ndarray, a_mesh: Mesh, b_points: np.ndarray, b_mesh: Mesh) -> tuple[float, float]:
+    """Chamfer without a sampling floor: samples of each surface against the other mesh itself.
+
+    Returns
+    -------
+    (cd2, cd1), both x1e3, squared and unsquared distances as in ``chamfer``.
+    """
+    import igl
+
+    d2_ab = igl.point_mesh_squared_distance(a_points, b_mesh.vertices, b_mesh.faces)[0]
+    d2_ba = igl.point_mesh_squared_distance(b_points, a_mesh.vertices, a_mesh.faces)[0]
+    return (1e3 * (d2_ab.mean() + d2_ba.mean()),
+            1e3 * (np.sqrt(d2_ab).mean() + np.sqrt(d2_ba).mean()))
+
+
+def iou(a: np.ndarray, b: np.ndarray) -> float:
+    """Intersection over union of two boolean occupancy arrays of the same shape, in percent."""
+    union = np.logical_or(a, b).sum()
+    return 100.0 * np.logical_and(a, b).sum() / union if union else 100.0
+
+
+def fscore(d_ab: np.ndarray, d_ba: np.ndarray, tau: float = FSCORE_TAU) -> float:
+    """F-score at ``tau``: harmonic mean of precision (a within tau of b) and recall (b within tau of a)."""
+    precision, recall = np.mean(d_ab < tau), np.mean(d_ba < tau)
+    return 0.0 if precision + recall == 0 else 2 * precision * recall / (precision + recall)
+
+
+def normal_consistency(n_a: np.ndarray, n_b: np.ndarray, i_ab: np.ndarray, i_ba: np.ndarray) -> float:
+    """Mean |cos| between each sample's normal and its nearest neighbour's, averaged over both directions."""
+    return 0.5 * (np.abs(np.sum(n_a * n_b[i_ab], axis=1)).mean() + np.abs(np.sum(n_b * n_a[i_ba], axis=1)).mean())
+
+
+# ----------------------------------------------------------------------------------------------------------
+# One mesh, one run
+
+
+class GroundTruth:
+    """Normalized ground-truth mesh with its fixed, seeded samples (shared by every run of a mesh)."""
+
+    def __init__(self, path: Path):
+        self.mesh, _ = normalize_mesh(load_mesh(path))
+        self.points, self.normals = sample_surface(self.mesh, CHAMFER_SAMPLES, seed=0)
+        rng = np.random.default_rng(0)
+        # gIoU as NGLOD draws it: half uniform in the cube, half near the surface
+        uniform = rng.uniform(-1, 1, (IOU_SAMPLES, 3))
+        near = sample_surface(self.mesh, IOU_SAMPLES, seed=3)[0] + rng.normal(0, NEAR_SURFACE_STD, (IOU_SAMPLES, 3))
+        self.iou_points = np.concatenate([uniform, near])
+        self.iou_inside = inside(self.iou_points, self.mesh)
+        axis = (np.arange(SDF_GRID_RES) + 0.5) / SDF_GRID_RES * 2 - 1
+        self.grid = np.stack(np.meshgrid(axis, axis, axis, indexing="ij"), -1).reshape(-1, 3)
+        self.grid_sdf = signed_distance(self.grid, self.mesh)
+        self.near = near[: IOU_SAMPLES // 4]
+        self.near_sdf = signed_distance(self.near, self.mesh)
+        resample, _ = sample_surface(self.mesh, CHAMFER_SAMPLES, seed=2)
+        self.floor_cd2 = chamfer(resample, self.points)["cd2"]
+
+
+@torch.no_grad()
+def sdf_errors(model: torch.nn.Module, gt: GroundTruth, device) -> dict:
+    """Mean |predicted - true SDF| on a regular grid, on surface samples (true 0) and near the surface."""
+    def predict(points):
+        return model(torch.as_tensor(points, dtype=torch.float32, device=device)).cpu().double().numpy()
+
+    model = model.to(device).eval()
+    return {"sdf_grid": np.abs(predict(gt.grid) - gt.grid_sdf).mean(),
+            "sdf_surface": np.abs(predict(gt.points[:32768])).mean(),
+            "sdf_importance": np.abs(predict(gt.near) - gt.near_sdf).mean()}
+
+
+def find_run_files(run_dir: Path, name: str) -> tuple[Path | None, Path | None]:
+    """(reconstruction, model) of mesh ``name`` in a run folder; either may be None."""
+    paths = RunPaths(run_dir / name)
+    recon = next((p for p in [paths.dir / f"reconstruction{s}" for s in (".ply", ".obj", ".stl")]
+                  + [run_dir / f"{name}{s}" for s in (".ply", ".obj", ".stl")] if p.is_file()), None)
+    model = paths.checkpoint if paths.checkpoint.is_file() else None
+    if model is None and paths.dir.is_dir():
+        model = next(iter(sorted(paths.dir.glob("*.pth"))), None)
+    return recon, model
+
+
+def evaluate_run(gt: GroundTruth, run_dir: Path, name: str, device) -> dict:
+    """All metrics of one run on one mesh; raises InputError when the run has nothing for this mesh."""
+    from modelmesher import mesh_model
+
+    recon_path, model_path = find_run_files(run_dir, name)
+    row = {}
+    model = None
+    if model_path is not None:
+        model, info = load_checkpoint(model_path)
+        numbers = count_numbers(model)
+        row.update(numbers=numbers, bytes=info.get("bytes", 4 * numbers), seconds=info.get("seconds", math.nan))
+        row.update(sdf_errors(model, gt, device))
+    if recon_path is not None:
+        recon = load_mesh(recon_path)
+    elif model is not None:
+        tm = mesh_model(model, 128, device)
+        recon = Mesh(np.asarray(tm.vertices, dtype=np.float64), np.asarray(tm.faces, dtype=np.int64))
+    else:
+        raise InputError(f"{run_dir}: no reconstruction or model for {name}")
+    points, normals = sample_surface(recon, CHAMFER_SAMPLES, seed=1)
+    cd = chamfer(points, gt.points)
+    row.update(cd2=cd["cd2"], cd1=cd["cd1"], fscore=fscore(cd["d_ab"], cd["d_ba"]),
+               normal_consistency=normal_consistency(normals, gt.normals, cd["i_ab"], cd["i_ba"]))
+    row["cd2_exact"], row["cd1_exact"] = exact_chamfer(points, recon, gt.points, gt.mesh)
+    pred = inside(gt.iou_points, recon)
+    row["giou"] = iou(pred, gt.iou_inside)
+    row["iou"] = iou(pred[:IOU_SAMPLES], gt.iou_inside[:IOU_SAMPLES])
+    row["floor_cd2"] = gt.floor_cd2
+    return row
+
+
+# ----------------------------------------------------------------------------------------------------------
+# Tables
+
+
+def summary_rows(values: list[float]) -> tuple[float, float]:
+    finite = [v for v in values if v is not None and math.isfinite(v)]
+    return (float(np.mean(finite)), float(np.median(finite))) if finite else (math.nan, math.nan)
+
+
+def markdown_table(rows: list[dict], runs: list[str], meshes: list[str]) -> str:
+    """Side-by-side table: one row per mesh, a column per (metric, run), then mean and median rows."""
+    by_key = {(r["mesh"], r["run"]): r for r in rows}
+    header = ["mesh"] + [f"{label} {run}" for _, label, _ in TABLE_METRICS for run in runs] + ["floor CD2"]
+    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+
+    def cell(value, fmt):
+        return "-" if value is None or (isinstance(value, float) and not math.isfinite(value)) else fmt.format(value)
+
+    for mesh in meshes:
+        cells = [mesh]
+        for key, _, fmt in TABLE_METRICS:
+            for run in runs:
+                r = by_key.get((mesh, run), {})
+                status = r.get("status", "missing")
+                cells.append(cell(r.get(key), fmt) if status == "ok" else status.split(":")[0])
+        floor = next((r.get("floor_cd2") for r in rows if r["mesh"] == mesh and r.get("floor_cd2")), None)
+        cells.append(cell(floor, "{:.4f}"))
+        lines.append("| " + " | ".join(cells) + " |")
+    for i, label in enumerate(("mean", "median")):
+        cells = [f"**{label}**"]
+        for key, _, fmt in TABLE_METRICS:
+            for run in runs:
+                vals = [by_key[(m, run)].get(key) for m in meshes
+                        if by_key.get((m, run), {}).get("status") == "ok"]
+                cells.append(cell(summary_rows(vals)[i], fmt))
+        cells.append(cell(summary_rows([r.get("floor_cd2") for r in rows if r["run"] == runs[0]])[i], "{:.4f}"))
+        lines.append("| " + " | ".join(cells) + " |")
+    return "\n".join(lines) + "\n"
+
+
+def write_csv(path: Path, rows: list[dict]) -> None:
+    fields = ["mesh", "run", "status", *METRICS, "numbers", "bytes", "seconds"]
+    buf = io.StringIO()
+    writer = csv.DictWriter(buf, fieldnames=fields, extrasaction="ignore")
+    writer.writeheader()
+    for r in rows:
+        writer.writerow({k: (f"{v:.6g}" if isinstance(v, float) else v) for k, v in r.items()})
+    atomic_write_text(path, buf.getvalue())
+
+
+def main(argv=None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--mesh-dir", required=True, help="folder of ground-truth meshes")
+    parser.add_argument("--results", required=True, nargs="+", help="one or more run folders (side by side)")
+    parser.add_argument("--csv", required=True, help="CSV file to write; the Markdown table goes beside it (.md)")
+    parser.add_argument("--device", default="auto", help="cpu, cuda or auto (default: cuda when present)")
+    add_logging_flags(parser)
+    args = parser.parse_args(argv)
+    setup_logging(args.quiet, args.verbose)
+    device = pick_device(args.device)
+    run_dirs = [Path(r) for r in args.results]
+    for r in run_dirs:
+        if not r.is_dir():
+            raise InputError(f"{r}: results folder not found")
+    runs = [r.name if r.name else str(r) for r in run_dirs]
+    if len(set(runs)) != len(runs):
+        runs = [str(r) for r in run_dirs]
+    mesh_paths = [p for p in list_meshes(args.mesh_dir)
+                  if any(any(x is not None for x in find_run_files(r, mesh_name(p))) for r in run_dirs)]
+    if not mesh_paths:
+        raise InputError(f"{args.mesh_dir}: none of its meshes has a result in {', '.join(args.results)}")
+    rows = []
+    for path in tqdm(mesh_paths, desc="meshes", disable=args.quiet):
+        name = mesh_name(path)
+        try:
+            gt = GroundTruth(path)
+        except InputError as exc:
+            log.warning("%s", exc)
+            rows += [{"mesh": name, "run": run, "status": f"failed: {exc}"} for run in runs]
+            continue
+        for run, run_dir in zip(runs, run_dirs):
+            try:
+                row = {"mesh": name, "run": run, "status": "ok", **evaluate_run(gt, run_dir, name, device)}
+            except InputError as exc:
+                log.warning("%s / %s: %s", run, name, exc)
+                row = {"mesh": name, "run": run, "status": f"failed: {exc}"}
+            rows.append(row)
+            log.debug("%s", row)
+    csv_path = Path(args.csv)
+    write_csv(csv_path, rows)
+    table = markdown_table(rows, runs, [mesh_name(p) for p in mesh_paths])
+    atomic_write_text(csv_path.with_suffix(".md"), table)
+    sys.stdout.write(table)
+    return 0
+
+
+if __name__ == "__main__":
+    run_main(main)
