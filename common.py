@@ -89,6 +89,7 @@ class TrainConfig:
     surface_noise: float = 0.01
     importance_beta: float = 60.0
     num_samples: int = 500_000
+    uniform_fraction: float = 0.0
     train_on_spheres: bool = True
     # optimisation
     epochs: int = 40

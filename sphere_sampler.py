@@ -40,7 +40,8 @@ class Mesh:
 
     @property
     def watertight(self) -> bool:
-        return bool(trimesh.Trimesh(self.vertices, self.faces, process=False).is_watertight)
+        """Closed and manifold once duplicate vertices are merged (STL files repeat every vertex)."""
+        return bool(trimesh.Trimesh(self.vertices, self.faces).is_watertight)
 
 
 def load_mesh(path: str | Path) -> Mesh:
@@ -55,13 +56,16 @@ def load_mesh(path: str | Path) -> Mesh:
     if not path.is_file():
         raise InputError(f"{path}: file not found")
     try:
-        loaded = trimesh.load(path, force="mesh", process=False)
+        loaded = trimesh.load(path, process=False)
+        if isinstance(loaded, trimesh.Scene):
+            geometry = [g for g in loaded.dump() if isinstance(g, trimesh.Trimesh)]
+            loaded = trimesh.util.concatenate(geometry) if geometry else trimesh.Trimesh()
     except Exception as exc:  # trimesh raises many types for files it cannot parse
         reason = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
         raise InputError(f"{path}: not a readable mesh ({reason[:120]})") from None
+    if isinstance(loaded, trimesh.PointCloud) and len(loaded.vertices):
+        raise InputError(f"{path}: has points but no faces (a point cloud, not a mesh)")
     if not isinstance(loaded, trimesh.Trimesh):
-        if isinstance(loaded, trimesh.PointCloud) or getattr(loaded, "vertices", None) is not None:
-            raise InputError(f"{path}: has points but no faces (a point cloud, not a mesh)")
         raise InputError(f"{path}: not a triangle mesh")
     vertices = np.asarray(loaded.vertices, dtype=np.float64)
     faces = np.asarray(loaded.faces, dtype=np.int64)
@@ -116,8 +120,15 @@ def fit_normalization(vertices: np.ndarray) -> Normalization:
             points = points[ConvexHull(points).vertices]
         except QhullError:  # flat sets have no 3D hull; joggling gives one with a superset of the ball's support
             points = points[ConvexHull(points, qhull_options="QJ").vertices]
-    center, r2 = miniball.get_bounding_ball(points)
-    radius = float(np.sqrt(r2))
+    for _ in range(5):  # miniball pivots at random and now and then hits a singular system: try again
+        try:
+            center, r2 = miniball.get_bounding_ball(points)
+            radius = float(np.sqrt(r2))
+            break
+        except np.linalg.LinAlgError:
+            continue
+    else:  # an approximate ball (Voronoi-based), slightly larger than the minimum on some shapes
+        center, radius = trimesh.nsphere.minimum_nsphere(points)
     if not radius > 0:
         raise InputError("mesh has zero extent")
     return Normalization(np.asarray(center, dtype=np.float64), BALL_RADIUS / radius)
@@ -183,7 +194,8 @@ def sn_graph_centres(radius: np.ndarray, count: int, min_radius: float) -> np.nd
     over the chosen spheres i, among candidates that overlap no chosen sphere (d_ij > r_i + r_j). The
     ``2 r_j`` term prefers large spheres, the ``d_ij`` term spreads them out, and the no-overlap rule leaves
     room for small spheres at the extremities. Same rule as the ``sn-graph`` package, written incrementally
-    (O(M C) instead of O(M^2 C) for M spheres and C candidates).
+    (O(M C) instead of O(M^2 C) for M spheres and C candidates). When no candidate fits without overlap,
+    the rest are placed by farthest-point sampling among the candidates.
 
     Parameters
     ----------
@@ -196,7 +208,7 @@ def sn_graph_centres(radius: np.ndarray, count: int, min_radius: float) -> np.nd
 
     Returns
     -------
-    (K, 3) int array of voxel indices, K <= count.
+    (K, 3) int array of voxel indices, K = min(count, number of candidates).
     """
     cand = np.argwhere(radius >= min_radius)
     if len(cand) == 0:
@@ -205,15 +217,20 @@ def sn_graph_centres(radius: np.ndarray, count: int, min_radius: float) -> np.nd
     pos = cand.astype(np.float64)
     best = np.full(len(cand), np.inf)  # min_i (d_ij - r_i + 2 r_j) over chosen spheres
     valid = np.ones(len(cand), dtype=bool)
+    nearest = np.full(len(cand), np.inf)  # distance to the nearest chosen centre
     chosen = [int(np.argmax(r))]
-    while len(chosen) < count:
+    while len(chosen) < min(count, len(cand)):
         i = chosen[-1]
         d = np.linalg.norm(pos - pos[i], axis=1)
         valid &= d > r[i] + r
         np.minimum(best, d - r[i] + 2 * r, out=best)
-        if not valid.any():
-            break
-        chosen.append(int(np.argmax(np.where(valid, best, -np.inf))))
+        np.minimum(nearest, d, out=nearest)
+        if valid.any():
+            chosen.append(int(np.argmax(np.where(valid, best, -np.inf))))
+        else:
+            # no sphere fits without overlap any more (a convex blob holds one): place the rest by farthest-point
+            # sampling, so every mesh gets the same number of spheres, spread over its interior
+            chosen.append(int(np.argmax(nearest)))
     return cand[chosen]
 
 
@@ -352,14 +369,16 @@ def approx_surface_distance(points: torch.Tensor, surface: np.ndarray, normals: 
 
 
 def sample_training_points(mesh: Mesh, pool_uniform: int, pool_surface: int, surface_noise: float,
-                           beta: float, count: int, seed: int,
+                           beta: float, count: int, seed: int, uniform_fraction: float = 0.0,
                            device: torch.device | str = "cpu") -> tuple[torch.Tensor, torch.Tensor]:
     """Importance-sampled training points with exact signed distances (the NI paper's sampler).
 
     A pool of ``pool_uniform`` points uniform in [-1, 1]^3 and ``pool_surface`` surface points moved by
     N(0, surface_noise) is drawn on ``device``; ``count`` of them are kept without replacement with weight
     exp(-beta |sdf|). The weights use a cheap distance (``approx_surface_distance``); only the kept points
-    get the exact signed distance, which is the expensive part.
+    get the exact signed distance, which is the expensive part. A ``uniform_fraction`` of the ``count`` points
+    is instead taken uniformly from the cube: it supervises the far field, where importance sampling puts
+    almost nothing, and pulls the network away from the trivial all-zero field early in training.
 
     Returns
     -------
@@ -374,10 +393,12 @@ def sample_training_points(mesh: Mesh, pool_uniform: int, pool_surface: int, sur
         torch.rand(pool_uniform, 3, generator=gen, device=device) * 2 - 1,
         surface_t + surface_noise * torch.randn(len(surface_t), 3, generator=gen, device=device),
     ])
-    count = min(count, len(pool))
+    uniform = int(round(count * uniform_fraction))
+    count = min(count - uniform, len(pool))
     weight = torch.exp(-beta * approx_surface_distance(pool, surface, normals))
     # weighted sampling without replacement (Efraimidis-Spirakis): the largest u^(1/w) win
     keys = torch.log(torch.rand(len(pool), generator=gen, device=device)) / weight.clamp_min(1e-30)
-    points = pool[torch.topk(keys, count).indices]
+    points = torch.cat([pool[torch.topk(keys, count).indices],
+                        torch.rand(uniform, 3, generator=gen, device=device) * 2 - 1])
     sdf = signed_distance(points.cpu().numpy(), mesh)
     return points, torch.as_tensor(sdf, dtype=torch.float32, device=device)

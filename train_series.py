@@ -202,7 +202,8 @@ def encode_mesh(mesh_path: Path, arch: str, cfg: TrainConfig, device: torch.devi
         spheres = torch.as_tensor(spheres_np, device=device)
         lap("spheres")
     points, sdf = sample_training_points(mesh, cfg.pool_uniform, cfg.pool_surface, cfg.surface_noise,
-                                         cfg.importance_beta, cfg.num_samples, cfg.seed, device)
+                                         cfg.importance_beta, cfg.num_samples, cfg.seed, cfg.uniform_fraction,
+                                         device)
     lap("samples")
     model, model_args, history = train_network(arch, cfg, spheres, points, sdf, device, quiet)
     lap("train")
