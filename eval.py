@@ -48,7 +48,8 @@ SDF_GRID_RES = 32
 METRICS = ("cd2", "cd1", "cd2_exact", "cd1_exact", "giou", "iou", "normal_consistency", "fscore",
            "sdf_grid", "sdf_surface", "sdf_importance", "floor_cd2")
 TABLE_METRICS = (("cd2", "CD2", "{:.4f}"), ("giou", "gIoU", "{:.2f}"), ("fscore", "F@0.01", "{:.3f}"),
-                 ("normal_consistency", "NC", "{:.3f}"), ("bytes", "bytes", "{:.0f}"), ("seconds", "s", "{:.0f}"))
+                 ("normal_consistency", "NC", "{:.3f}"), ("numbers", "numbers", "{:.0f}"), ("bytes", "bytes", "{:.0f}"),
+                 ("seconds", "s", "{:.0f}"))
 
 
 # ----------------------------------------------------------------------------------------------------------
@@ -194,10 +195,25 @@ def summary_rows(values: list[float]) -> tuple[float, float]:
     return (float(np.mean(finite)), float(np.median(finite))) if finite else (math.nan, math.nan)
 
 
-def markdown_table(rows: list[dict], runs: list[str], meshes: list[str]) -> str:
-    """Side-by-side table: one row per mesh, a column per (metric, run), then mean and median rows."""
+def cd2_ratio(rows: list[dict], mesh: str, ratio: tuple[str, str] | None) -> float | None:
+    """CD2 of run ``ratio[0]`` over CD2 of run ``ratio[1]`` on one mesh (None when either is missing)."""
+    if ratio is None:
+        return None
+    cd2 = {r["run"]: r.get("cd2") for r in rows if r["mesh"] == mesh and r.get("status") == "ok"}
+    a, b = cd2.get(ratio[0]), cd2.get(ratio[1])
+    return a / b if a is not None and b else None
+
+
+def markdown_table(rows: list[dict], runs: list[str], meshes: list[str],
+                   ratio: tuple[str, str] | None = None) -> str:
+    """Side-by-side table: one row per mesh, a column per (metric, run), then mean and median rows.
+
+    With ``ratio = (a, b)`` a last column gives CD2(a) / CD2(b) per mesh, and its mean and median.
+    """
     by_key = {(r["mesh"], r["run"]): r for r in rows}
     header = ["mesh"] + [f"{label} {run}" for _, label, _ in TABLE_METRICS for run in runs] + ["floor CD2"]
+    if ratio:
+        header.append(f"CD2 {ratio[0]}/{ratio[1]}")
     lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
 
     def cell(value, fmt):
@@ -212,6 +228,8 @@ def markdown_table(rows: list[dict], runs: list[str], meshes: list[str]) -> str:
                 cells.append(cell(r.get(key), fmt) if status == "ok" else status.split(":")[0])
         floor = next((r.get("floor_cd2") for r in rows if r["mesh"] == mesh and r.get("floor_cd2")), None)
         cells.append(cell(floor, "{:.4f}"))
+        if ratio:
+            cells.append(cell(cd2_ratio(rows, mesh, ratio), "{:.3f}"))
         lines.append("| " + " | ".join(cells) + " |")
     for i, label in enumerate(("mean", "median")):
         cells = [f"**{label}**"]
@@ -221,6 +239,8 @@ def markdown_table(rows: list[dict], runs: list[str], meshes: list[str]) -> str:
                         if by_key.get((m, run), {}).get("status") == "ok"]
                 cells.append(cell(summary_rows(vals)[i], fmt))
         cells.append(cell(summary_rows([r.get("floor_cd2") for r in rows if r["run"] == runs[0]])[i], "{:.4f}"))
+        if ratio:
+            cells.append(cell(summary_rows([cd2_ratio(rows, m, ratio) for m in meshes])[i], "{:.3f}"))
         lines.append("| " + " | ".join(cells) + " |")
     return "\n".join(lines) + "\n"
 
@@ -240,6 +260,8 @@ def main(argv=None) -> int:
     parser.add_argument("--mesh-dir", required=True, help="folder of ground-truth meshes")
     parser.add_argument("--results", required=True, nargs="+", help="one or more run folders (side by side)")
     parser.add_argument("--csv", required=True, help="CSV file to write; the Markdown table goes beside it (.md)")
+    parser.add_argument("--ratio", nargs=2, metavar=("RUN_A", "RUN_B"),
+                        help="add the column CD2(RUN_A) / CD2(RUN_B); runs are named by their folder names")
     parser.add_argument("--device", default="auto", help="cpu, cuda or auto (default: cuda when present)")
     add_logging_flags(parser)
     args = parser.parse_args(argv)
@@ -252,6 +274,8 @@ def main(argv=None) -> int:
     runs = [r.name if r.name else str(r) for r in run_dirs]
     if len(set(runs)) != len(runs):
         runs = [str(r) for r in run_dirs]
+    if args.ratio and not set(args.ratio) <= set(runs):
+        raise InputError(f"--ratio {' '.join(args.ratio)}: runs are named {', '.join(runs)}")
     mesh_paths = [p for p in list_meshes(args.mesh_dir)
                   if any(any(x is not None for x in find_run_files(r, mesh_name(p))) for r in run_dirs)]
     if not mesh_paths:
@@ -275,7 +299,7 @@ def main(argv=None) -> int:
             log.debug("%s", row)
     csv_path = Path(args.csv)
     write_csv(csv_path, rows)
-    table = markdown_table(rows, runs, [mesh_name(p) for p in mesh_paths])
+    table = markdown_table(rows, runs, [mesh_name(p) for p in mesh_paths], tuple(args.ratio) if args.ratio else None)
     atomic_write_text(csv_path.with_suffix(".md"), table)
     sys.stdout.write(table)
     return 0

@@ -26,47 +26,92 @@ OUT_SUFFIXES = (".obj", ".ply", ".stl")
 
 
 @torch.no_grad()
+def evaluate_points(model: torch.nn.Module, points: torch.Tensor, chunk: int = 1 << 18) -> torch.Tensor:
+    """The network on (N, 3) points in chunks of ``chunk``; returns (N,) float32 on the points' device."""
+    return torch.cat([model(points[i:i + chunk]).float() for i in range(0, len(points), chunk)]) \
+        if len(points) else torch.zeros(0, device=points.device)
+
+
+def dense_grid(axis: torch.Tensor, idx: np.ndarray) -> torch.Tensor:
+    """(len(idx)^3, 3) points of the grid ``axis[idx]`` per dimension, in C order."""
+    a = axis[torch.as_tensor(idx, device=axis.device)]
+    return torch.stack(torch.meshgrid(a, a, a, indexing="ij"), dim=-1).reshape(-1, 3)
+
+
+@torch.no_grad()
 def evaluate_grid(model: torch.nn.Module, res: int, device: torch.device | str = "cpu",
-                  chunk: int = 1 << 18) -> np.ndarray:
+                  chunk: int = 1 << 18, block: int = 4, band: float = 2.0) -> np.ndarray:
     """The network's SDF on the res^3 grid of points linspace(-1, 1, res) per axis.
+
+    Narrow band: the field is first evaluated every ``block`` points; only blocks with a sign change or a
+    corner value within ``band`` block diagonals of zero are evaluated in full, the rest get the sign of their
+    corners times that margin (no surface can pass through them for a field that is roughly a distance).
+    ``block=1`` evaluates every point.
 
     Returns
     -------
     (res, res, res) float32 array, indexed [x, y, z].
     """
-    axis = torch.linspace(-1, 1, res, device=device)
-    volume = np.empty((res, res, res), dtype=np.float32)
-    yz = torch.stack(torch.meshgrid(axis, axis, indexing="ij"), dim=-1).reshape(-1, 2)
-    slabs = max(1, chunk // len(yz))  # x-slices per forward pass
     model = model.to(device).eval()
-    for start in range(0, res, slabs):
-        xs = axis[start:start + slabs]
-        pts = torch.cat([xs.repeat_interleave(len(yz))[:, None], yz.repeat(len(xs), 1)], dim=1)
-        volume[start:start + len(xs)] = model(pts).reshape(len(xs), res, res).float().cpu().numpy()
+    axis = torch.linspace(-1, 1, res, device=device)
+    if block <= 1 or res <= 4 * block:
+        return evaluate_points(model, dense_grid(axis, np.arange(res)), chunk).reshape(res, res, res).cpu().numpy()
+    coarse_idx = np.unique(np.r_[np.arange(0, res, block), res - 1])
+    nc = len(coarse_idx)
+    coarse = evaluate_points(model, dense_grid(axis, coarse_idx), chunk).reshape(nc, nc, nc).cpu().numpy()
+    corners = np.stack([coarse[i:nc - 1 + i, j:nc - 1 + j, k:nc - 1 + k]
+                        for i in (0, 1) for j in (0, 1) for k in (0, 1)])
+    margin = band * block * (2 / (res - 1)) * np.sqrt(3)
+    active = ((corners > 0).any(0) & (corners < 0).any(0)) | (np.abs(corners).min(0) < margin)
+    # a fine index belongs to the cells on both sides of it: evaluate it when either is active
+    cell = np.searchsorted(coarse_idx, np.arange(res), side="right") - 1
+    lo, hi = np.clip(cell - (np.isin(np.arange(res), coarse_idx)), 0, nc - 2), np.clip(cell, 0, nc - 2)
+    needed = np.zeros((res, res, res), dtype=bool)
+    for a in (lo, hi):
+        for b in (lo, hi):
+            for c in (lo, hi):
+                needed |= active[a[:, None, None], b[None, :, None], c[None, None, :]]
+    volume = (np.sign(coarse[hi[:, None, None], hi[None, :, None], hi[None, None, :]]) * margin).astype(np.float32)
+    where = np.nonzero(needed.ravel())[0]
+    flat = volume.reshape(-1)
+    for start in range(0, len(where), chunk):
+        ids = where[start:start + chunk]
+        i, j, k = np.unravel_index(ids, (res, res, res))
+        pts = torch.stack([axis[torch.as_tensor(v, device=axis.device)] for v in (i, j, k)], dim=1)
+        flat[ids] = model(pts).float().cpu().numpy()
     return volume
 
 
-def mesh_from_volume(volume: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """Zero level set of an SDF volume over [-1, 1]^3 (negative inside), faces pointing outward.
+def mesh_from_volume(volume: np.ndarray, level: float | str = "auto") -> tuple[np.ndarray, np.ndarray]:
+    """Level set of an SDF volume over [-1, 1]^3 (negative inside), faces pointing outward.
+
+    ``level="auto"`` is 0, except for a field that never goes negative but comes within two grid steps of
+    zero (an open sheet: nothing is inside): then one grid step above its minimum, a thin closed shell.
 
     Raises
     ------
     InputError
-        When the field never crosses zero (the network learned no surface).
+        When the field never crosses the level (the network learned no surface).
     """
-    lo, hi = float(volume.min()), float(volume.max())
-    if not lo < 0 < hi:
-        raise InputError(f"the field never crosses zero (min {lo:.4f}, max {hi:.4f}): the network learned no "
-                         "surface; train longer or check the sign")
     res = volume.shape[0]
-    verts, faces, _, _ = marching_cubes(volume, level=0.0, spacing=(2 / (res - 1),) * 3,
+    step = 2 / (res - 1)
+    lo, hi = float(volume.min()), float(volume.max())
+    if level == "auto":
+        level = lo + step if 0 <= lo < 2 * step else 0.0
+        if level:
+            log.warning("the field never goes negative (an open surface?): meshed at level %.4f", level)
+    if not lo < level < hi:
+        raise InputError(f"the field never crosses {level:g} (min {lo:.4f}, max {hi:.4f}): the network learned no "
+                         "surface; train longer or check the sign")
+    verts, faces, _, _ = marching_cubes(volume, level=float(level), spacing=(step,) * 3,
                                         gradient_direction="descent")
     return verts - 1.0, faces.astype(np.int64)
 
 
-def mesh_model(model: torch.nn.Module, res: int = 128, device: torch.device | str = "cpu") -> trimesh.Trimesh:
+def mesh_model(model: torch.nn.Module, res: int = 128, device: torch.device | str = "cpu",
+               level: float | str = "auto") -> trimesh.Trimesh:
     """Marching cubes of a network at ``res``^3 in the normalized frame."""
-    verts, faces = mesh_from_volume(evaluate_grid(model, res, device))
+    verts, faces = mesh_from_volume(evaluate_grid(model, res, device), level)
     return trimesh.Trimesh(verts, faces, process=False)
 
 
@@ -85,6 +130,8 @@ def main(argv=None) -> int:
     parser.add_argument("--out", required=True, help="output mesh: .obj, .ply or .stl")
     parser.add_argument("--original-frame", action="store_true",
                         help="write in the input mesh's original coordinates instead of the normalized frame")
+    parser.add_argument("--level", default="auto",
+                        help="iso-level (default auto: 0, or just above the minimum for open sheets)")
     parser.add_argument("--device", default="auto", help="cpu, cuda or auto (default: cuda when present)")
     add_logging_flags(parser)
     args = parser.parse_args(argv)
@@ -93,11 +140,16 @@ def main(argv=None) -> int:
         raise InputError(f"--res must be at least 2, got {args.res}")
     if Path(args.out).suffix.lower() not in OUT_SUFFIXES:
         raise InputError(f"{args.out}: output must end in {', '.join(OUT_SUFFIXES)}")
+    if args.level != "auto":
+        try:
+            args.level = float(args.level)
+        except ValueError:
+            raise InputError(f"--level must be a number or auto, got {args.level!r}") from None
     device = pick_device(args.device)
     model, info = load_checkpoint(args.model)
     start = time.perf_counter()
     try:
-        mesh = mesh_model(model, args.res, device)
+        mesh = mesh_model(model, args.res, device, args.level)
     except InputError as exc:
         raise InputError(f"{args.model}: {exc}") from None
     if args.original_frame:

@@ -239,7 +239,8 @@ def extract_key_spheres(mesh: Mesh, count: int = 128, grid: int = 128, min_radiu
 
     Occupancy of the ``grid``^3 voxel centres by the fast winding number, inscribed radius by a Euclidean
     distance transform (distance to the nearest outside voxel centre minus half a voxel), centres by the
-    SN-Graph rule, and the exact signed distance at each centre as the stored radius.
+    SN-Graph rule, and the exact signed distance at each centre as the stored radius. A mesh that encloses
+    no voxel (an open sheet) gets its spheres spread over the voxels its surface passes through.
 
     Parameters
     ----------
@@ -250,13 +251,19 @@ def extract_key_spheres(mesh: Mesh, count: int = 128, grid: int = 128, min_radiu
 
     Returns
     -------
-    (K, 4) float32 array: centre xyz and signed SDF at the centre (negative), K <= count.
+    (K, 4) float32 array: centre xyz and signed SDF at the centre (negative inside), K <= count.
     """
     occupied = inside(grid_points(grid), mesh).reshape(grid, grid, grid)
-    if not occupied.any():
-        raise InputError(f"the mesh encloses no voxel of the {grid}^3 grid, so it has no key spheres")
-    radius = scipy.ndimage.distance_transform_edt(np.pad(occupied, 1))[1:-1, 1:-1, 1:-1] - 0.5
-    radius[~occupied] = 0
+    if occupied.any():
+        radius = scipy.ndimage.distance_transform_edt(np.pad(occupied, 1))[1:-1, 1:-1, 1:-1] - 0.5
+        radius[~occupied] = 0
+    else:
+        # an open sheet encloses nothing: spread unit spheres over the voxels the surface passes through
+        log.warning("the mesh encloses no voxel of the %d^3 grid; key spheres are spread over its surface", grid)
+        surface, _ = sample_surface(mesh, 20 * grid * grid, seed=0)
+        radius = np.zeros((grid, grid, grid))
+        v = np.clip(np.round((surface + 1) * (grid / 2)).astype(np.int64), 0, grid - 1)
+        radius[v[:, 0], v[:, 1], v[:, 2]] = 1.0
     voxels = sn_graph_centres(radius, count, min_radius)
     if len(voxels) < count:
         log.warning("only %d key spheres fit (asked for %d)", len(voxels), count)

@@ -73,7 +73,7 @@ def test_network_without_surface_is_one_line(tmp_path):
     common.save_checkpoint(tmp_path / "flat.pt", model, "ni", {"layers": 1, "width": 4}, {})
     code, err = cli("modelmesher.py", "--model", str(tmp_path / "flat.pt"), "--out", str(tmp_path / "x.obj"),
                     "--res", "16")
-    assert code == 2 and len(err.splitlines()) == 1 and "never crosses zero" in err and "flat.pt" in err
+    assert code == 2 and len(err.splitlines()) == 1 and "never crosses 0" in err and "flat.pt" in err
     assert not (tmp_path / "x.obj").exists()
 
 

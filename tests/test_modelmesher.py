@@ -31,7 +31,7 @@ def test_chunked_grid_equals_one_pass():
 
 
 def test_field_without_zero_crossing_is_an_input_error():
-    with pytest.raises(common.InputError, match="never crosses zero"):
+    with pytest.raises(common.InputError, match="never crosses 0"):
         modelmesher.mesh_from_volume(np.ones((8, 8, 8), dtype=np.float32))
 
 
@@ -59,3 +59,18 @@ def test_cli_writes_each_format_and_the_original_frame(tmp_path, suffix):
     assert mesh.volume == pytest.approx(4 / 3 * 0.5**3, rel=0.02)
     assert back.volume == pytest.approx(mesh.volume / 8, rel=1e-3)  # scale 2 undone
     assert back.centroid == pytest.approx([10.0, 0.0, 0.0], abs=1e-3)
+
+
+def test_open_sheet_field_is_meshed_just_above_its_minimum():
+    g = np.linspace(-1, 1, 33)
+    x, y, z = np.meshgrid(g, g, g, indexing="ij")
+    verts, faces = modelmesher.mesh_from_volume(np.abs(z).astype(np.float32))  # unsigned distance to a plane
+    assert len(faces) > 0 and np.abs(verts[:, 2]).max() <= 2 / 32 + 1e-6
+
+
+def test_narrow_band_grid_equals_dense_grid_near_the_surface():
+    model = Ball()
+    band, dense = modelmesher.evaluate_grid(model, 64, block=4), modelmesher.evaluate_grid(model, 64, block=1)
+    assert (np.sign(band) == np.sign(dense)).all()
+    near = np.abs(dense) < 0.2
+    assert np.allclose(band[near], dense[near])

@@ -113,3 +113,18 @@ def test_uniform_fraction_adds_far_field_points():
     points, sdf = ss.sample_training_points(ball(), 20_000, 20_000, 0.01, 60.0, 10_000, seed=0, uniform_fraction=0.2)
     assert points.shape == (10_000, 3)
     assert 0.1 < (sdf.abs() > 0.2).float().mean() < 0.2  # most of the uniform share lies far from the surface
+
+
+def test_an_open_sheet_still_gets_key_spheres():
+    grid = np.linspace(-0.5, 0.5, 11)
+    x, y = np.meshgrid(grid, grid, indexing="ij")
+    tm = trimesh.Trimesh(np.stack([x.ravel(), y.ravel(), 0.1 * x.ravel() ** 2], axis=1), _grid_faces(11))
+    spheres = ss.extract_key_spheres(ss.Mesh(np.asarray(tm.vertices), np.asarray(tm.faces)), count=8, grid=32)
+    assert spheres.shape == (8, 4)
+    assert np.abs(spheres[:, 3]).max() < 2 / 32 * 2  # centres lie on the sheet
+
+
+def _grid_faces(n: int) -> np.ndarray:
+    idx = np.arange(n * n).reshape(n, n)
+    a, b, c, d = idx[:-1, :-1].ravel(), idx[1:, :-1].ravel(), idx[1:, 1:].ravel(), idx[:-1, 1:].ravel()
+    return np.concatenate([np.stack([a, b, c], 1), np.stack([a, c, d], 1)])
