@@ -97,7 +97,7 @@ def mesh_from_volume(volume: np.ndarray, level: float | str = "auto") -> tuple[n
     step = 2 / (res - 1)
     lo, hi = float(volume.min()), float(volume.max())
     if level == "auto":
-        level = lo + step if 0 <= lo < 2 * step else 0.0
+        level = lo + step if 0 <= lo < 2 * step and lo + step < hi else 0.0
         if level:
             log.warning("the field never goes negative (an open surface?): meshed at level %.4f", level)
     if not lo < level < hi:

@@ -234,7 +234,7 @@ def encode_mesh(mesh_path: Path, arch: str, cfg: TrainConfig, device: torch.devi
              ", ".join(f"{k} {v:.1f} s" for k, v in timings.items()))
     return {"mesh": mesh_name(mesh_path), "status": status, "seconds": f"{sum(timings.values()):.1f}",
             "final_loss": f"{history['final_loss']:.6g}", "numbers": numbers, "bytes": 4 * numbers,
-            "checkpoint_bytes": work.checkpoint.stat().st_size, "watertight": watertight}
+            "checkpoint_bytes": work.checkpoint.stat().st_size, "watertight": watertight, "timings": timings}
 
 
 def row_from_checkpoint(name: str, paths: RunPaths) -> dict:
@@ -247,7 +247,7 @@ def row_from_checkpoint(name: str, paths: RunPaths) -> dict:
 
 def write_summary(path: Path, rows: list[dict]) -> None:
     buf = io.StringIO()
-    writer = csv.DictWriter(buf, fieldnames=SUMMARY_FIELDS)
+    writer = csv.DictWriter(buf, fieldnames=SUMMARY_FIELDS, extrasaction="ignore")
     writer.writeheader()
     writer.writerows(rows)
     atomic_write_text(path, buf.getvalue())
