@@ -103,6 +103,7 @@ class TrainConfig:
     threads: int = 0
     # export
     mesh_res: int = 128
+    codec_bits: int = 10
 
     def __post_init__(self):
         if self.scheduler not in ("plateau", "onecycle", "cosine", "none"):
@@ -179,6 +180,10 @@ class RunPaths:
     def reconstruction(self) -> Path:
         return self.dir / "reconstruction.ply"
 
+    @property
+    def compressed(self) -> Path:
+        return self.dir / "model.ksdf"
+
 
 def mesh_name(path: Path) -> str:
     return Path(path).stem
@@ -239,12 +244,18 @@ def _load_torch_file(path: Path) -> dict:
 
 
 def load_checkpoint(path: str | Path) -> tuple[torch.nn.Module, dict]:
-    """Load our checkpoint or the authors' released ``.pth`` and return ``(model, info)``.
+    """Load our checkpoint, a ``.ksdf`` file or the authors' released ``.pth``; return ``(model, info)``.
 
     ``info`` holds ``arch``, ``model_args`` and, for our checkpoints, ``normalization`` and the rest of what
     training stored. The authors' file has no normalization: its frame is the normalized frame.
     """
     path = Path(path)
+    if path.is_file():
+        with open(path, "rb") as f:
+            if f.read(4) == b"KSDF":
+                import codec
+
+                return codec.read(path)
     data = _load_torch_file(path)
     if {"net", "sphereNet", "sphere32"} <= set(data):
         return _load_authors_model(path, data)

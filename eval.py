@@ -165,7 +165,10 @@ def evaluate_run(gt: GroundTruth, run_dir: Path, name: str, device) -> dict:
     if model_path is not None:
         model, info = load_checkpoint(model_path)
         numbers = count_numbers(model)
-        row.update(numbers=numbers, bytes=info.get("bytes", 4 * numbers), seconds=info.get("seconds", math.nan))
+        row.update(numbers=numbers, bytes=4 * numbers, seconds=info.get("seconds", math.nan))
+        compressed = RunPaths(run_dir / name).compressed
+        if compressed.is_file():
+            row["ksdf_bytes"] = compressed.stat().st_size
         row.update(sdf_errors(model, gt, device))
     if recon_path is not None:
         recon = load_mesh(recon_path)
@@ -246,7 +249,7 @@ def markdown_table(rows: list[dict], runs: list[str], meshes: list[str],
 
 
 def write_csv(path: Path, rows: list[dict]) -> None:
-    fields = ["mesh", "run", "status", *METRICS, "numbers", "bytes", "seconds"]
+    fields = ["mesh", "run", "status", *METRICS, "numbers", "bytes", "ksdf_bytes", "seconds"]
     buf = io.StringIO()
     writer = csv.DictWriter(buf, fieldnames=fields, extrasaction="ignore")
     writer.writeheader()

@@ -3,7 +3,8 @@
     python train_series.py --mesh-dir data/shapes --config configs/default.yaml --arch keysphere --out runs/ks
     python train_series.py ... --epochs=10 --lr=1e-2      # override any config key
 
-Per mesh ``<out>/<mesh>/`` gets ``model.pt`` (self-describing checkpoint), ``spheres.txt`` (authors' format),
+Per mesh ``<out>/<mesh>/`` gets ``model.pt`` (self-describing checkpoint), ``model.ksdf`` (compressed,
+see ``codec.py``), ``spheres.txt`` (authors' format),
 ``loss.png``, ``train.log`` and ``reconstruction.ply`` (normalized frame); ``<out>/summary.csv`` lists every
 mesh with its status. Meshes already done are skipped unless ``--force``; a failing mesh is reported and
 skipped. Each mesh directory appears whole or not at all.
@@ -24,6 +25,7 @@ from pathlib import Path
 import torch
 from tqdm import tqdm
 
+import codec
 from common import (
     ARCHS,
     PROJECT_ROOT,
@@ -46,7 +48,8 @@ from common import (
 from sphere_sampler import cached_key_spheres, load_mesh, normalize_mesh, sample_training_points, write_sphere_file
 
 log = logging.getLogger("keysphere")
-SUMMARY_FIELDS = ["mesh", "status", "seconds", "final_loss", "numbers", "bytes", "checkpoint_bytes", "watertight"]
+SUMMARY_FIELDS = ["mesh", "status", "seconds", "final_loss", "numbers", "bytes", "ksdf_bytes", "checkpoint_bytes",
+                  "watertight"]
 
 
 # ----------------------------------------------------------------------------------------------------------
@@ -209,6 +212,7 @@ def encode_mesh(mesh_path: Path, arch: str, cfg: TrainConfig, device: torch.devi
     lap("train")
     numbers = count_numbers(model)
     seconds = sum(timings.values())
+    ksdf_bytes = codec.write(work.compressed, model, arch, model_args, cfg.codec_bits, norm.to_dict())
     save_checkpoint(work.checkpoint, model, arch, model_args, {
         "normalization": norm.to_dict(),
         "config": dataclasses.asdict(cfg),
@@ -218,6 +222,7 @@ def encode_mesh(mesh_path: Path, arch: str, cfg: TrainConfig, device: torch.devi
                  "faces": len(mesh.faces), "watertight": bool(watertight)},
         "numbers": numbers,
         "bytes": 4 * numbers,
+        "ksdf_bytes": ksdf_bytes,
         "seconds": float(seconds),
         "timings": {k: float(v) for k, v in timings.items()},
         "torch": str(torch.__version__),
@@ -234,14 +239,16 @@ def encode_mesh(mesh_path: Path, arch: str, cfg: TrainConfig, device: torch.devi
              ", ".join(f"{k} {v:.1f} s" for k, v in timings.items()))
     return {"mesh": mesh_name(mesh_path), "status": status, "seconds": f"{sum(timings.values()):.1f}",
             "final_loss": f"{history['final_loss']:.6g}", "numbers": numbers, "bytes": 4 * numbers,
-            "checkpoint_bytes": work.checkpoint.stat().st_size, "watertight": watertight, "timings": timings}
+            "ksdf_bytes": ksdf_bytes, "checkpoint_bytes": work.checkpoint.stat().st_size, "watertight": watertight,
+            "timings": timings}
 
 
 def row_from_checkpoint(name: str, paths: RunPaths) -> dict:
     """Summary row of a mesh done earlier (the checkpoint is self-describing)."""
     data = torch.load(paths.checkpoint, map_location="cpu", weights_only=True)
     return {"mesh": name, "status": "ok", "seconds": f"{data['seconds']:.1f}", "final_loss": f"{data['loss']:.6g}",
-            "numbers": data["numbers"], "bytes": data["bytes"], "checkpoint_bytes": paths.checkpoint.stat().st_size,
+            "numbers": data["numbers"], "bytes": data["bytes"], "ksdf_bytes": data.get("ksdf_bytes", ""),
+            "checkpoint_bytes": paths.checkpoint.stat().st_size,
             "watertight": data["mesh"]["watertight"]}
 
 

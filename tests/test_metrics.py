@@ -38,3 +38,24 @@ def test_exact_chamfer_of_a_mesh_with_itself_is_zero():
     pts, _ = ss.sample_surface(mesh, 1000, seed=0)
     cd2, cd1 = ev.exact_chamfer(pts, mesh, pts, mesh)
     assert cd2 < 1e-9 and cd1 < 1e-3
+
+
+def test_markdown_table_has_mean_median_and_ratio():
+    rows = [{"mesh": m, "run": r, "status": "ok", "cd2": c, "giou": 99.0, "floor_cd2": 0.01}
+            for m, r, c in [("a", "ks", 0.02), ("a", "ni", 0.04), ("b", "ks", 0.03), ("b", "ni", 0.03)]]
+    table = ev.markdown_table(rows, ["ks", "ni"], ["a", "b"], ratio=("ks", "ni"))
+    lines = table.splitlines()
+    assert lines[0].startswith("| mesh | CD2 ks | CD2 ni |") and lines[0].endswith("CD2 ks/ni |")
+    assert lines[2].endswith("| 0.500 |") and lines[3].endswith("| 1.000 |")
+    assert lines[4].startswith("| **mean** | 0.0250 | 0.0350 |") and lines[4].endswith("| 0.750 |")
+    assert lines[5].startswith("| **median** |")
+
+
+def test_training_flops_count_of_the_ni_baseline():
+    import bench
+    import common
+
+    cfg = common.TrainConfig()
+    macs = 3 * 32 + 7 * 32 * 32 + 32
+    assert bench.training_flops_per_point("ni", cfg, 0) == 6 * macs
+    assert bench.training_flops_per_point("keysphere", cfg, 128) > bench.training_flops_per_point("ni", cfg, 0)

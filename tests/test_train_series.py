@@ -26,7 +26,7 @@ def test_smoke_run_writes_everything(tmp_path, tiny_series, arch):
     assert {r["status"] for r in rows.values()} == {"ok"}
     for name in ("ball", "box"):
         paths = common.RunPaths(out / name)
-        for f in (paths.checkpoint, paths.loss_plot, paths.log, paths.reconstruction):
+        for f in (paths.checkpoint, paths.compressed, paths.loss_plot, paths.log, paths.reconstruction):
             assert f.is_file(), f
         assert paths.spheres.is_file() == (arch != "ni")
         model, info = common.load_checkpoint(paths.checkpoint)
