@@ -13,7 +13,7 @@ $(VENV_STAMP): requirements.txt
 	touch $(VENV_STAMP)
 
 demo: $(VENV_STAMP)
-	$(PY) data/make_shapes.py
+	test -f data/shapes/torus.obj -a -f data/shapes/dumbbell.obj || $(PY) data/make_shapes.py
 	$(PY) train_series.py --mesh-dir data/shapes --config configs/default.yaml --arch keysphere --out runs/demo/keysphere
 	$(PY) modelmesher.py --model runs/demo/keysphere/torus/model.pt --res 128 --out runs/demo/torus.obj
 	$(PY) eval.py --mesh-dir data/shapes --results runs/demo/keysphere --csv runs/demo/eval.csv
