@@ -312,7 +312,7 @@ def main(argv=None) -> int:
             log.removeHandler(handler)
             handler.close()
             replace_dir(work.dir, paths.dir)
-        except (InputError, RuntimeError, ValueError, MemoryError) as exc:
+        except Exception as exc:  # any failure of one mesh is reported in its row; the series goes on
             reason = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
             reason = reason.replace(f"{mesh_path}: ", "")
             log.error("%s: failed: %s", mesh_path, reason)
