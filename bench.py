@@ -31,7 +31,7 @@ from common import (
     run_main,
     setup_logging,
 )
-from train_series import encode_mesh
+from train_series import encode_mesh, total_epochs
 
 log = logging.getLogger("keysphere")
 STAGES = ("load", "spheres", "samples", "train", "mesh", "eval")
@@ -90,7 +90,7 @@ def main(argv=None) -> int:
             start = time.perf_counter()
             evaluate.evaluate_run(evaluate.GroundTruth(path), Path(tmp), path.stem, device)
             timings["eval"] = time.perf_counter() - start
-            points = cfg.num_samples * (cfg.epochs + (cfg.restarts - 1) * cfg.restart_epochs * (cfg.restarts > 1))
+            points = cfg.num_samples * total_epochs(cfg)
             spheres = info["model_args"].get("num_spheres", 0)
             flops = training_flops_per_point(args.arch, cfg, spheres) * points / timings["train"]
             rows.append((path.stem, timings, flops))

@@ -235,9 +235,8 @@ def _load_torch_file(path: Path) -> dict:
         raise InputError(f"{path}: file not found")
     try:
         data = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as exc:  # torch raises many types for truncated or foreign files
-        reason = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-        raise InputError(f"{path}: not a readable checkpoint (truncated or corrupt?): {reason[:120]}") from None
+    except Exception:  # torch raises many types, with pages of advice, for truncated or foreign files
+        raise InputError(f"{path}: not a readable checkpoint (truncated, corrupt, or not a checkpoint file)") from None
     if not isinstance(data, dict):
         raise InputError(f"{path}: not a checkpoint (expected a dict)")
     return data
@@ -251,10 +250,10 @@ def load_checkpoint(path: str | Path) -> tuple[torch.nn.Module, dict]:
     """
     path = Path(path)
     if path.is_file():
-        with open(path, "rb") as f:
-            if f.read(4) == b"KSDF":
-                import codec
+        import codec  # imports this module, so not at the top
 
+        with open(path, "rb") as f:
+            if f.read(len(codec.MAGIC)) == codec.MAGIC:
                 return codec.read(path)
     data = _load_torch_file(path)
     if {"net", "sphereNet", "sphere32"} <= set(data):

@@ -110,6 +110,11 @@ def run_epochs(model, opt, points, sdf, anchors, anchor_sdf, epochs, cfg, gen, s
     return losses
 
 
+def total_epochs(cfg: TrainConfig) -> int:
+    """Epochs trained in all: the final model's, plus those of the restarts that lost."""
+    return cfg.epochs + (cfg.restarts - 1) * cfg.restart_epochs if cfg.restarts > 1 else cfg.epochs
+
+
 def new_model(arch, model_args, spheres, cfg, seed, device):
     """A freshly initialised network (seeded) and its Adam optimizer."""
     torch.manual_seed(seed)
@@ -128,9 +133,8 @@ def train_network(arch: str, cfg: TrainConfig, spheres: torch.Tensor | None, poi
         anchors, anchor_sdf = spheres[:, :3], spheres[:, 3]
     gen = torch.Generator(device=device).manual_seed(cfg.seed)
     steps = math.ceil(len(points) / cfg.batch_size)
-    total_epochs = cfg.epochs + (cfg.restarts - 1) * cfg.restart_epochs if cfg.restarts > 1 else cfg.epochs
     history = {"restarts": [], "main": []}
-    with tqdm(total=total_epochs, desc="  epochs", leave=False, disable=quiet) as bar:
+    with tqdm(total=total_epochs(cfg), desc="  epochs", leave=False, disable=quiet) as bar:
         best = None
         if cfg.restarts > 1:
             for k in range(cfg.restarts):
@@ -246,7 +250,8 @@ def encode_mesh(mesh_path: Path, arch: str, cfg: TrainConfig, device: torch.devi
 def row_from_checkpoint(name: str, paths: RunPaths) -> dict:
     """Summary row of a mesh done earlier (the checkpoint is self-describing)."""
     data = torch.load(paths.checkpoint, map_location="cpu", weights_only=True)
-    return {"mesh": name, "status": "ok", "seconds": f"{data['seconds']:.1f}", "final_loss": f"{data['loss']:.6g}",
+    status = "ok" if paths.reconstruction.is_file() else "ok (no surface)"
+    return {"mesh": name, "status": status, "seconds": f"{data['seconds']:.1f}", "final_loss": f"{data['loss']:.6g}",
             "numbers": data["numbers"], "bytes": data["bytes"], "ksdf_bytes": data.get("ksdf_bytes", ""),
             "checkpoint_bytes": paths.checkpoint.stat().st_size,
             "watertight": data["mesh"]["watertight"]}
