@@ -86,8 +86,9 @@ class KeySphereSDF(nn.Module):
 
     def forward(self, points: torch.Tensor) -> torch.Tensor:
         """(N, 3) points -> (N,) signed distances."""
-        # sum_i w_i f_i as one (N, M) @ (M, F) product
-        feature = sphere_weights(points, self.spheres[:, :3]) @ self.sphere_features()
+        # sum_i w_i (A s_i + b) = A (sum_i w_i s_i) + b because the weights sum to 1: averaging the (M, 4)
+        # spheres first and encoding once is the same function at ~1/7 of the cost of an (N, M) @ (M, F) product
+        feature = self.sphere_encoder(sphere_weights(points, self.spheres[:, :3]) @ self.spheres)
         return self.mlp(torch.cat([points, feature], dim=1))
 
 

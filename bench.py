@@ -42,8 +42,10 @@ def training_flops_per_point(arch: str, cfg: TrainConfig, num_spheres: int) -> f
     layers, width = (cfg.ni_layers, cfg.ni_width) if arch == "ni" else (cfg.layers, cfg.width)
     in_dim = 3 if arch == "ni" else 3 + cfg.feature_dim
     macs = in_dim * width + (layers - 1) * width * width + width
-    if arch != "ni":
-        macs += num_spheres * 3 + num_spheres * cfg.feature_dim  # distances, weighted feature sum
+    if arch == "keysphere":  # distances, weighted sphere average (M x 4), encoder (forward only for the first two)
+        macs += (num_spheres * 3 + num_spheres * 4) / 3 + 4 * cfg.feature_dim
+    elif arch == "latent":  # distances (forward only), weighted latent sum
+        macs += num_spheres * 3 / 3 + num_spheres * cfg.feature_dim
     return 3 * 2 * macs
 
 

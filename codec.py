@@ -9,7 +9,7 @@ Layout (all integers little-endian):
 
 The CRC-32 covers every byte before it. The payload, once decompressed, is a u32 length, a JSON header
 (architecture, model_args, bits, normalization, and per tensor its name, shape and scheme) and the tensor
-data in header order. Scheme ``q``: per output row a float32 scale and the row's values as signed integers
+data in header order. Scheme ``q``: per output row a float16 scale and the row's values as signed integers
 of ``bits`` bits, bit-packed (value = integer * scale). Scheme ``f32``: raw float32. Sphere centres and SDFs
 are quantized like weights (one row per coordinate). Decoding runs no code from the file: no pickle.
 """
@@ -33,7 +33,7 @@ from common import InputError, add_logging_flags, atomic_write, build_model, run
 log = logging.getLogger("keysphere")
 
 MAGIC = b"KSDF"
-VERSION = 1
+VERSION = 2  # 2: float16 row scales (version 1 stored them as float32)
 CODER_LZMA = 1
 SUFFIX = ".ksdf"
 SUPPORTED_BITS = tuple(range(2, 17)) + (32,)
@@ -54,12 +54,40 @@ def unpack_bits(data: bytes, count: int, bits: int) -> np.ndarray:
 
 
 def quantize_rows(w: np.ndarray, bits: int) -> tuple[np.ndarray, np.ndarray]:
-    """Symmetric per-row quantization of a 2-D array: (integers, per-row float32 scales)."""
+    """Symmetric per-row quantization of a 2-D array: (integers, per-row scales, float16-exact float32)."""
     w2 = w.reshape(w.shape[0], -1) if w.ndim > 1 else w.reshape(1, -1)
     levels = (1 << (bits - 1)) - 1
-    scale = (np.abs(w2).max(axis=1) / levels).astype(np.float32)
+    # scales are stored as float16 (half the bytes), rounded up so the row maximum still fits in ``levels``;
+    # quantizing with the stored scale keeps decoding exact
+    exact = np.abs(w2).max(axis=1) / levels
+    half = exact.astype(np.float16)
+    half = np.where(half < exact, np.nextafter(half, np.float16(np.inf)), half)
+    scale = half.astype(np.float32)
     scale[scale == 0] = 1.0
     return np.clip(np.round(w2 / scale[:, None]), -levels, levels).astype(np.int64), scale
+
+
+@torch.no_grad()
+def fake_quantize(name: str, w: torch.Tensor, bits: int) -> torch.Tensor:
+    """``w`` as the decoder will see it after ``encode`` at ``bits`` bits (same rows, scales and rounding).
+
+    Parameters
+    ----------
+    name : str
+        State-dict name (``spheres`` is quantized per coordinate column, weights per output row).
+    w : tensor of any shape
+    bits : int
+
+    Returns
+    -------
+    tensor of ``w``'s shape and device: quantized values, float32.
+    """
+    if bits == 32:
+        return w.float().clone()
+    q, scale = quantize_rows(_rows(name, w.detach().cpu().numpy().astype(np.float32)), bits)
+    values = (q * scale[:, None]).astype(np.float32)
+    values = values.T if name == "spheres" else values.reshape(w.shape)
+    return torch.as_tensor(np.ascontiguousarray(values), device=w.device)
 
 
 def _rows(name: str, w: np.ndarray) -> np.ndarray:
@@ -81,7 +109,7 @@ def encode(model: torch.nn.Module, arch: str, model_args: dict, bits: int, norma
             continue
         q, scale = quantize_rows(_rows(name, w), bits)
         tensors.append({"name": name, "shape": list(w.shape), "scheme": "q", "rows": len(scale)})
-        blobs.append(scale.tobytes() + pack_bits(q.ravel(), bits))
+        blobs.append(scale.astype("<f2").tobytes() + pack_bits(q.ravel(), bits))
     header = json.dumps({"arch": arch, "model_args": model_args, "bits": bits, "normalization": normalization,
                          "tensors": tensors}, separators=(",", ":")).encode()
     payload = struct.pack("<I", len(header)) + header + b"".join(struct.pack("<I", len(b)) + b for b in blobs)
@@ -118,8 +146,8 @@ def decode(data: bytes, name: str = "<bytes>") -> tuple[torch.nn.Module, dict]:
                 w = np.frombuffer(blob, dtype=np.float32).reshape(shape)
             else:
                 rows = t["rows"]
-                scale = np.frombuffer(blob[:4 * rows], dtype=np.float32)
-                q = unpack_bits(blob[4 * rows:], int(np.prod(shape)), bits).reshape(rows, -1)
+                scale = np.frombuffer(blob[:2 * rows], dtype="<f2").astype(np.float32)
+                q = unpack_bits(blob[2 * rows:], int(np.prod(shape)), bits).reshape(rows, -1)
                 w = (q * scale[:, None]).astype(np.float32)
                 w = w.T if t["name"] == "spheres" else w.reshape(shape)
             state[t["name"]] = torch.from_numpy(np.array(w, dtype=np.float32))

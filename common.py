@@ -104,6 +104,8 @@ class TrainConfig:
     # export
     mesh_res: int = 128
     codec_bits: int = 10
+    qat_epochs: int = 0
+    qat_lr: float = 5e-4
 
     def __post_init__(self):
         if self.scheduler not in ("plateau", "onecycle", "cosine", "none"):

@@ -1,11 +1,14 @@
 """Score reconstructions against their ground-truth meshes: Chamfer, IoU, F-score, normals, SDF errors.
 
     python eval.py --mesh-dir data/shapes --results runs/keysphere runs/ni --csv results/eval.csv
+    python eval.py ... --rd        # also a rate-distortion report: results/eval-rd.{csv,md,png}
 
 Every metric is computed in the normalized frame (smallest enclosing ball of the ground truth scaled to
 radius 0.9) with fixed seeds; see ``README.md`` for the exact definitions. A run folder holds, per mesh,
 ``<mesh>/reconstruction.{ply,obj,stl}`` (or ``<mesh>.{ply,obj,stl}``) and optionally ``<mesh>/model.pt``
-(or the authors' ``*.pth``); without a reconstruction the model is meshed at 128^3.
+(or the authors' ``*.pth``) and ``<mesh>/model.ksdf``; without a reconstruction the model is meshed at
+128^3. ``bytes`` is the size of ``model.ksdf`` when there is one (the file a user ships; its decoded model
+also gives the SDF errors), else 4 bytes per stored number (``float_bytes``).
 """
 
 from __future__ import annotations
@@ -152,6 +155,8 @@ def find_run_files(run_dir: Path, name: str) -> tuple[Path | None, Path | None]:
     model = paths.checkpoint if paths.checkpoint.is_file() else None
     if model is None and paths.dir.is_dir():
         model = next(iter(sorted(paths.dir.glob("*.pth"))), None)
+    if model is None and paths.compressed.is_file():
+        model = paths.compressed
     return recon, model
 
 
@@ -162,13 +167,16 @@ def evaluate_run(gt: GroundTruth, run_dir: Path, name: str, device) -> dict:
     recon_path, model_path = find_run_files(run_dir, name)
     row = {}
     model = None
+    compressed = RunPaths(run_dir / name).compressed
     if model_path is not None:
         model, info = load_checkpoint(model_path)
         numbers = count_numbers(model)
-        row.update(numbers=numbers, bytes=4 * numbers, seconds=info.get("seconds", math.nan))
-        compressed = RunPaths(run_dir / name).compressed
-        if compressed.is_file():
-            row["ksdf_bytes"] = compressed.stat().st_size
+        row.update(numbers=numbers, bytes=4 * numbers, float_bytes=4 * numbers, seconds=info.get("seconds", math.nan))
+    if compressed.is_file():
+        model, _ = load_checkpoint(compressed)
+        row.update(bytes=compressed.stat().st_size, ksdf_bytes=compressed.stat().st_size)
+        row.setdefault("numbers", count_numbers(model))
+    if model is not None:
         row.update(sdf_errors(model, gt, device))
     if recon_path is not None:
         recon = load_mesh(recon_path)
@@ -249,13 +257,72 @@ def markdown_table(rows: list[dict], runs: list[str], meshes: list[str],
 
 
 def write_csv(path: Path, rows: list[dict]) -> None:
-    fields = ["mesh", "run", "status", *METRICS, "numbers", "bytes", "ksdf_bytes", "seconds"]
+    fields = ["mesh", "run", "status", *METRICS, "numbers", "bytes", "float_bytes", "ksdf_bytes", "seconds"]
     buf = io.StringIO()
     writer = csv.DictWriter(buf, fieldnames=fields, extrasaction="ignore")
     writer.writeheader()
     for r in rows:
         writer.writerow({k: (f"{v:.6g}" if isinstance(v, float) else v) for k, v in r.items()})
     atomic_write_text(path, buf.getvalue())
+
+
+def rd_rows(gt: GroundTruth, runs: list[str], run_dirs: list[Path], name: str, device) -> tuple[list[dict], dict]:
+    """Rate-distortion points of one mesh: per run its shipped ``model.ksdf`` and its float checkpoint
+    quantized after training at several bit depths; QEM + Draco at several face budgets and bits.
+
+    Returns
+    -------
+    rows : one dict per point (mesh, method, setting, bytes, cd2)
+    curves : {label: points} for the plot
+    """
+    import rate_distortion as rd
+
+    curves = {"draco": rd.draco_points(gt.mesh, gt.points, CHAMFER_SAMPLES)}
+    for run, run_dir in zip(runs, run_dirs):
+        paths = RunPaths(run_dir / name)
+        _, model_path = find_run_files(run_dir, name)
+        if model_path is not None and model_path.suffix != ".ksdf":
+            model, info = load_checkpoint(model_path)
+            curves[run] = rd.codec_points(model, info, gt.points, CHAMFER_SAMPLES, device)
+        if paths.compressed.is_file():
+            model, info = load_checkpoint(paths.compressed)
+            mesh = rd.model_mesh(model, device)
+            curves[f"{run} shipped"] = [{
+                "setting": f"model.ksdf ({info['bits']}-bit)", "bytes": paths.compressed.stat().st_size,
+                "cd2": rd.surface_cd2(mesh, gt.points, CHAMFER_SAMPLES) if mesh is not None else math.inf}]
+    rows = [{"mesh": name, "method": label, **p} for label, pts in curves.items() for p in pts]
+    return rows, curves
+
+
+def rd_summary(rows: list[dict], runs: list[str], meshes: list[str]) -> tuple[str, list[dict]]:
+    """Markdown table of each run's shipped file against Draco at equal CD2, with the median ratio."""
+    import rate_distortion as rd
+
+    lines = ["| mesh | run | file bytes | CD2 | float32 CD2 | Draco bytes at equal CD2 | ours / Draco |",
+             "|---|---|---|---|---|---|---|"]
+    ratios = {run: [] for run in runs}
+    for mesh in meshes:
+        draco = [r for r in rows if r["mesh"] == mesh and r["method"] == "draco"]
+        for run in runs:
+            shipped = [r for r in rows if r["mesh"] == mesh and r["method"] == f"{run} shipped"]
+            if not shipped:
+                continue
+            ours = shipped[0]
+            floats = [r["cd2"] for r in rows if r["mesh"] == mesh and r["method"] == run and r["setting"] == "float32"]
+            draco_bytes, flag = rd.bytes_at_cd2(draco, ours["cd2"])
+            ratio = ours["bytes"] / draco_bytes if math.isfinite(draco_bytes) else math.nan
+            ratios[run].append(ratio)
+            # outside Draco's CD2 range the ratio is a bound, marked as such
+            draco_cell = ("" if flag == "=" else flag + " ") + f"{draco_bytes:.0f}"
+            ratio_cell = ("" if flag == "=" else rd.ratio_flag(flag) + " ") + f"{ratio:.2f}"
+            float_cell = f"{floats[0]:.4f}" if floats else "-"
+            lines.append(f"| {mesh} | {run} | {ours['bytes']} | {ours['cd2']:.4f} | {float_cell} | {draco_cell} "
+                         f"| {ratio_cell} |")
+    for run in runs:
+        finite = [r for r in ratios[run] if math.isfinite(r)]
+        if finite:
+            lines.append(f"| **median** | {run} | | | | | {float(np.median(finite)):.2f} |")
+    return "\n".join(lines) + "\n", ratios
 
 
 def main(argv=None) -> int:
@@ -265,6 +332,8 @@ def main(argv=None) -> int:
     parser.add_argument("--csv", required=True, help="CSV file to write; the Markdown table goes beside it (.md)")
     parser.add_argument("--ratio", nargs=2, metavar=("RUN_A", "RUN_B"),
                         help="add the column CD2(RUN_A) / CD2(RUN_B); runs are named by their folder names")
+    parser.add_argument("--rd", action="store_true",
+                        help="also a rate-distortion report against QEM + Draco: <csv>-rd.csv, -rd.md, -rd.png")
     parser.add_argument("--device", default="auto", help="cpu, cuda or auto (default: cuda when present)")
     add_logging_flags(parser)
     args = parser.parse_args(argv)
@@ -283,7 +352,7 @@ def main(argv=None) -> int:
                   if any(any(x is not None for x in find_run_files(r, mesh_name(p))) for r in run_dirs)]
     if not mesh_paths:
         raise InputError(f"{args.mesh_dir}: none of its meshes has a result in {', '.join(args.results)}")
-    rows = []
+    rows, rd_points, rd_curves = [], [], {}
     for path in tqdm(mesh_paths, desc="meshes", disable=args.quiet):
         name = mesh_name(path)
         try:
@@ -300,12 +369,34 @@ def main(argv=None) -> int:
                 row = {"mesh": name, "run": run, "status": f"failed: {exc}"}
             rows.append(row)
             log.debug("%s", row)
+        if args.rd:
+            points, rd_curves[name] = rd_rows(gt, runs, run_dirs, name, device)
+            rd_points += points
     csv_path = Path(args.csv)
     write_csv(csv_path, rows)
     table = markdown_table(rows, runs, [mesh_name(p) for p in mesh_paths], tuple(args.ratio) if args.ratio else None)
     atomic_write_text(csv_path.with_suffix(".md"), table)
     sys.stdout.write(table)
+    if args.rd:
+        write_rd(csv_path, rd_points, rd_curves, runs, [mesh_name(p) for p in mesh_paths])
     return 0
+
+
+def write_rd(csv_path: Path, points: list[dict], curves: dict, runs: list[str], meshes: list[str]) -> None:
+    """``<csv>-rd.csv`` (every point), ``-rd.md`` (shipped files against Draco) and ``-rd.png``."""
+    import rate_distortion as rd
+
+    stem = csv_path.with_name(csv_path.stem + "-rd")
+    buf = io.StringIO()
+    writer = csv.DictWriter(buf, fieldnames=["mesh", "method", "setting", "bytes", "cd2"])
+    writer.writeheader()
+    for p in points:
+        writer.writerow({**p, "cd2": f"{p['cd2']:.6g}"})
+    atomic_write_text(stem.with_suffix(".csv"), buf.getvalue())
+    table, _ = rd_summary(points, runs, meshes)
+    atomic_write_text(stem.with_suffix(".md"), table)
+    rd.plot(stem.with_suffix(".png"), curves)
+    sys.stdout.write("\n" + table)
 
 
 if __name__ == "__main__":

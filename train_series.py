@@ -75,13 +75,16 @@ def make_scheduler(opt: torch.optim.Optimizer, cfg: TrainConfig, epochs: int, st
 
 
 def run_epochs(model, opt, points, sdf, anchors, anchor_sdf, epochs, cfg, gen, scheduler=None,
-               per_batch=False, progress=None) -> list[float]:
+               per_batch=False, progress=None, quantize_bits=None) -> list[float]:
     """Train for ``epochs`` epochs of mini-batches sliced from a fresh permutation; returns epoch losses.
 
     ``anchors`` (A, 3) with ``anchor_sdf`` (A,) are appended to every batch (the key-sphere centres).
+    With ``quantize_bits`` every step runs forward and backward with the weights quantized as ``codec.py``
+    stores them and applies the gradient to the float weights (straight-through estimator).
     """
     losses = []
     n = len(points)
+    params = [(name, p) for name, p in model.named_parameters()] if quantize_bits else []
     for _ in range(epochs):
         perm = torch.randperm(n, generator=gen, device=points.device)
         shuffled_points, shuffled_sdf = points[perm], sdf[perm]
@@ -91,9 +94,18 @@ def run_epochs(model, opt, points, sdf, anchors, anchor_sdf, epochs, cfg, gen, s
             y = shuffled_sdf[start:start + cfg.batch_size]
             if anchors is not None:
                 x, y = torch.cat([x, anchors]), torch.cat([y, anchor_sdf])
+            if params:
+                with torch.no_grad():
+                    stash = [p.detach().clone() for _, p in params]
+                    for name, p in params:
+                        p.copy_(codec.fake_quantize(name, p, quantize_bits))
             loss = torch.nn.functional.l1_loss(model(x), y)
             opt.zero_grad(set_to_none=True)
             loss.backward()
+            if params:
+                with torch.no_grad():
+                    for (_, p), saved in zip(params, stash):
+                        p.copy_(saved)
             opt.step()
             if per_batch:
                 scheduler.step()
@@ -159,6 +171,30 @@ def train_network(arch: str, cfg: TrainConfig, spheres: torch.Tensor | None, poi
     return model.eval(), model_args, history
 
 
+def quantization_aware_finetune(model: torch.nn.Module, cfg: TrainConfig, spheres: torch.Tensor | None,
+                                points: torch.Tensor, sdf: torch.Tensor, device: torch.device,
+                                quiet: bool) -> tuple[torch.nn.Module, list[float]]:
+    """A copy of ``model`` fine-tuned for ``cfg.qat_epochs`` epochs so that its weights lose little when
+    stored at ``cfg.codec_bits`` bits (cosine decay from ``cfg.qat_lr``). The spheres are not trained, so they
+    are quantized once, up front, and the network adapts to them. Returns (model, epoch losses)."""
+    import copy
+
+    model = copy.deepcopy(model).train()
+    if hasattr(model, "spheres"):
+        model.spheres.copy_(codec.fake_quantize("spheres", model.spheres, cfg.codec_bits))
+    anchors = anchor_sdf = None
+    if spheres is not None and cfg.train_on_spheres:
+        anchors, anchor_sdf = spheres[:, :3], spheres[:, 3]
+    opt = torch.optim.Adam(model.parameters(), lr=cfg.qat_lr, fused=True)
+    steps = cfg.qat_epochs * math.ceil(len(points) / cfg.batch_size)
+    scheduler = torch.optim.lr_scheduler.CosineAnnealingLR(opt, T_max=steps)
+    gen = torch.Generator(device=device).manual_seed(cfg.seed + 1000)
+    with tqdm(total=cfg.qat_epochs, desc="  quantization-aware", leave=False, disable=quiet) as bar:
+        losses = run_epochs(model, opt, points, sdf, anchors, anchor_sdf, cfg.qat_epochs, cfg, gen, scheduler,
+                            True, progress=bar, quantize_bits=cfg.codec_bits)
+    return model.eval(), losses
+
+
 def plot_losses(path: Path, history: dict, title: str) -> None:
     import matplotlib
 
@@ -214,9 +250,16 @@ def encode_mesh(mesh_path: Path, arch: str, cfg: TrainConfig, device: torch.devi
     lap("samples")
     model, model_args, history = train_network(arch, cfg, spheres, points, sdf, device, quiet)
     lap("train")
+    shipped = model
+    if cfg.qat_epochs > 0 and cfg.codec_bits < 32:
+        shipped, history["quantization_aware"] = quantization_aware_finetune(model, cfg, spheres, points, sdf,
+                                                                             device, quiet)
+        lap("qat")
     numbers = count_numbers(model)
     seconds = sum(timings.values())
-    ksdf_bytes = codec.write(work.compressed, model, arch, model_args, cfg.codec_bits, norm.to_dict())
+    ksdf_bytes = codec.write(work.compressed, shipped, arch, model_args, cfg.codec_bits, norm.to_dict())
+    # everything downstream (reconstruction, eval) uses the model exactly as the shipped file decodes
+    shipped, _ = codec.read(work.compressed)
     save_checkpoint(work.checkpoint, model, arch, model_args, {
         "normalization": norm.to_dict(),
         "config": dataclasses.asdict(cfg),
@@ -234,7 +277,7 @@ def encode_mesh(mesh_path: Path, arch: str, cfg: TrainConfig, device: torch.devi
     plot_losses(work.loss_plot, history, f"{mesh_name(mesh_path)} ({arch})")
     status = "ok"
     try:
-        save_mesh(mesh_model(model, cfg.mesh_res, device), work.reconstruction)
+        save_mesh(mesh_model(shipped.to(device), cfg.mesh_res, device), work.reconstruction)
     except InputError as exc:
         log.warning("%s: %s", mesh_path.name, exc)
         status = "ok (no surface)"

@@ -31,10 +31,20 @@ def test_round_trip_at_every_bit_depth(bits):
             # per-row symmetric quantization: error at most half a step of the row's scale
             rows = value.T if name == "spheres" else value.reshape(value.shape[0], -1) if value.ndim > 1 \
                 else value.reshape(1, -1)
-            step = rows.abs().amax(dim=1) / ((1 << (bits - 1)) - 1)
+            # (scales are float16, rounded up: a step at most 2^-10 larger)
+            step = rows.abs().amax(dim=1) / ((1 << (bits - 1)) - 1) * (1 + 2 ** -10)
             err = (restored - value).abs()
             err_rows = err.T if name == "spheres" else err.reshape(rows.shape)
             assert (err_rows <= step[:, None] / 2 + 1e-7).all(), name
+
+
+@pytest.mark.parametrize("bits", (4, 8, 10, 32))
+def test_fake_quantize_is_what_the_decoder_sees(bits):
+    # quantization-aware training trains through fake_quantize: it must equal the decoded weights exactly
+    model, args = model_with_spheres()
+    back, _ = codec.decode(codec.encode(model, "keysphere", args, bits, None))
+    for name, value in model.state_dict().items():
+        assert torch.equal(codec.fake_quantize(name, value, bits), back.state_dict()[name]), name
 
 
 def test_bit_packing_is_exact():
@@ -63,10 +73,11 @@ def test_corruption_truncation_and_old_versions_are_refused(tmp_path):
         codec.decode(bytes(flipped), "f.ksdf")
     with pytest.raises(common.InputError, match="truncated"):
         codec.decode(bytes(data[:-7]), "f.ksdf")
-    old = bytearray(data)
-    old[4] = 0
-    old[-4:] = struct.pack("<I", zlib.crc32(bytes(old[:-4])))
-    with pytest.raises(common.InputError, match="version 0 is not supported"):
-        codec.decode(bytes(old), "f.ksdf")
+    for version in range(codec.VERSION):  # every older version, e.g. 1 with its float32 scales
+        old = bytearray(data)
+        old[4] = version
+        old[-4:] = struct.pack("<I", zlib.crc32(bytes(old[:-4])))
+        with pytest.raises(common.InputError, match=f"f.ksdf: .ksdf format version {version} is not supported"):
+            codec.decode(bytes(old), "f.ksdf")
     with pytest.raises(common.InputError, match="bad magic"):
         codec.decode(b"PK\x03\x04" + bytes(20), "f.ksdf")

@@ -1,0 +1,37 @@
+import math
+
+import numpy as np
+import pytest
+import trimesh
+
+import rate_distortion as rd
+from sphere_sampler import Mesh, sample_surface
+
+
+def test_pareto_keeps_only_points_nothing_beats():
+    pts = [{"bytes": 100, "cd2": 1.0}, {"bytes": 200, "cd2": 2.0}, {"bytes": 300, "cd2": 0.5},
+           {"bytes": 400, "cd2": 0.5}]
+    assert [p["bytes"] for p in rd.pareto(pts)] == [100, 300]
+
+
+def test_bytes_at_cd2_interpolates_in_log_log_and_flags_bounds():
+    # on a power law bytes = 1000 / cd2 the log-log interpolation is exact
+    pts = [{"bytes": 1000 / c, "cd2": c} for c in (1.0, 0.1, 0.01)]
+    b, flag = rd.bytes_at_cd2(pts, 0.03)
+    assert flag == "=" and b == pytest.approx(1000 / 0.03)
+    assert rd.bytes_at_cd2(pts, 5.0) == (1000.0, "<=")    # worse than Draco's smallest file
+    assert rd.bytes_at_cd2(pts, 0.001) == (100000.0, ">=")  # better than Draco's largest file
+    assert rd.ratio_flag("<=") == ">="
+    assert math.isnan(rd.bytes_at_cd2(pts, math.inf)[0])
+
+
+def test_draco_points_shrink_with_faces_and_the_full_mesh_is_nearly_exact():
+    tm = trimesh.creation.icosphere(subdivisions=4, radius=0.9)
+    mesh = Mesh(np.asarray(tm.vertices), np.asarray(tm.faces, dtype=np.int64))
+    gt = sample_surface(mesh, 20000, seed=0)[0]
+    pts = rd.draco_points(mesh, gt, 20000, faces_list=(100, 1000), bits_list=(10,))
+    assert [p["setting"].split()[0] for p in pts] == ["100", "1000", str(len(mesh.faces))]
+    assert pts[0]["bytes"] < pts[1]["bytes"] < pts[2]["bytes"]
+    assert pts[0]["cd2"] > pts[1]["cd2"] > pts[2]["cd2"]
+    # full mesh at 10 bits: only the sampling floor of 20k points remains (~0.1 here)
+    assert pts[2]["cd2"] < 1.5 * rd.surface_cd2(mesh, gt, 20000)
