@@ -37,21 +37,28 @@ class SDFMLP(nn.Module):
         return self.model(x).squeeze(-1)
 
 
-def sphere_weights(points: torch.Tensor, centres: torch.Tensor) -> torch.Tensor:
-    """Weights w_i = d_i / sum_j d_j of each sphere for each point, d = distance to the sphere centre.
+WEIGHTINGS = ("distance", "inverse")
 
-    Proportional, not inverse, distance: this is what the authors' released weights were trained with.
+
+def sphere_weights(points: torch.Tensor, centres: torch.Tensor, weighting: str = "distance") -> torch.Tensor:
+    """Weights of each sphere for each point, d = distance to the sphere centre:
+    ``distance``: w_i = d_i / sum_j d_j, ``inverse``: w_i = (1 / d_i) / sum_j (1 / d_j).
+
+    Proportional, not inverse, distance is what the authors' released weights were trained with.
 
     Parameters
     ----------
     points : (N, 3) tensor
     centres : (M, 3) tensor
+    weighting : "distance" or "inverse"
 
     Returns
     -------
     (N, M) tensor whose rows sum to 1.
     """
     d = torch.cdist(points, centres)
+    if weighting == "inverse":
+        d = 1.0 / d.clamp_min(1e-6)
     return d / d.sum(dim=1, keepdim=True).clamp_min(1e-12)
 
 
@@ -71,11 +78,14 @@ class KeySphereSDF(nn.Module):
         Size of the sphere feature; the MLP input is 3 + feature_dim.
     spheres : (M, 4) tensor, optional
         Sphere centres and signed SDF at the centres (normalized frame); loaded from a state dict otherwise.
+    weighting : str
+        ``distance`` (the authors') or ``inverse``, see ``sphere_weights``.
     """
 
     def __init__(self, num_spheres: int, layers: int = 6, width: int = 32, feature_dim: int = 29,
-                 spheres: torch.Tensor | None = None):
+                 spheres: torch.Tensor | None = None, weighting: str = "distance"):
         super().__init__()
+        self.weighting = weighting
         self.register_buffer("spheres", torch.zeros(num_spheres, 4) if spheres is None else spheres.float().clone())
         self.sphere_encoder = nn.Linear(4, feature_dim)
         self.mlp = SDFMLP(3 + feature_dim, layers, width)
@@ -88,7 +98,7 @@ class KeySphereSDF(nn.Module):
         """(N, 3) points -> (N,) signed distances."""
         # sum_i w_i (A s_i + b) = A (sum_i w_i s_i) + b because the weights sum to 1: averaging the (M, 4)
         # spheres first and encoding once is the same function at ~1/7 of the cost of an (N, M) @ (M, F) product
-        feature = self.sphere_encoder(sphere_weights(points, self.spheres[:, :3]) @ self.spheres)
+        feature = self.sphere_encoder(sphere_weights(points, self.spheres[:, :3], self.weighting) @ self.spheres)
         return self.mlp(torch.cat([points, feature], dim=1))
 
 

@@ -22,11 +22,14 @@ class LatentSphereSDF(nn.Module):
         Size of each sphere's latent.
     spheres : (M, 4) tensor, optional
         Sphere centres and signed SDF at the centres (only the centres are used here).
+    weighting : str
+        ``distance`` (the authors') or ``inverse``, see ``sphere_weights``.
     """
 
     def __init__(self, num_spheres: int, layers: int = 6, width: int = 32, feature_dim: int = 29,
-                 spheres: torch.Tensor | None = None):
+                 spheres: torch.Tensor | None = None, weighting: str = "distance"):
         super().__init__()
+        self.weighting = weighting
         self.register_buffer("spheres", torch.zeros(num_spheres, 4) if spheres is None else spheres.float().clone())
         # small init: the summed feature starts near zero, as the linear map of architecture 1 roughly does
         self.latents = nn.Parameter(0.01 * torch.randn(num_spheres, feature_dim))
@@ -34,5 +37,5 @@ class LatentSphereSDF(nn.Module):
 
     def forward(self, points: torch.Tensor) -> torch.Tensor:
         """(N, 3) points -> (N,) signed distances."""
-        feature = sphere_weights(points, self.spheres[:, :3]) @ self.latents
+        feature = sphere_weights(points, self.spheres[:, :3], self.weighting) @ self.latents
         return self.mlp(torch.cat([points, feature], dim=1))

@@ -2,8 +2,8 @@
 
     python bench.py --mesh-dir ../shared/meshes [--config configs/default.yaml] [--arch keysphere] [--KEY=VALUE ...]
 
-Stages: load + normalize, key spheres, samples (pool, weights, exact SDF), training, marching cubes at the
-config's resolution, evaluation (eval.py's metrics). The training step's achieved FLOP/s is printed next to
+Stages: load + normalize, key spheres, samples (pool, weights, exact SDF), training, quantization-aware
+fine-tuning, marching cubes at the config's resolution, evaluation (eval.py's metrics). The training step's achieved FLOP/s is printed next to
 this machine's float32 matmul peak, measured in the same run. Outputs go to a temporary folder.
 """
 
@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import argparse
 import logging
+import math
 import statistics
 import sys
 import tempfile
@@ -34,7 +35,7 @@ from common import (
 from train_series import encode_mesh, total_epochs
 
 log = logging.getLogger("keysphere")
-STAGES = ("load", "spheres", "samples", "train", "mesh", "eval")
+STAGES = ("load", "spheres", "samples", "train", "qat", "mesh", "eval")
 
 
 def training_flops_per_point(arch: str, cfg: TrainConfig, num_spheres: int) -> float:
@@ -62,6 +63,52 @@ def matmul_peak(device: torch.device, n: int = 2048, repeat: int = 10) -> float:
             torch.cuda.synchronize()
         best = min(best, time.perf_counter() - start)
     return 2 * n ** 3 / best
+
+
+MATMUL_OPS = ("aten::mm", "aten::addmm", "aten::bmm", "aten::matmul")
+
+
+def step_breakdown(arch: str, cfg: TrainConfig, device: torch.device, num_spheres: int, steps: int = 50) -> dict:
+    """Where one training step's time goes, measured with the torch profiler on random points.
+
+    Returns
+    -------
+    dict of seconds per step: ``step`` (wall), ``matmul`` (mm/addmm kernels, distances included), ``other``
+    (elementwise kernels, autograd and optimizer bookkeeping: the rest); and ``matmul_flops`` (FLOP/s the
+    matmul kernels reach on their own).
+    """
+    from torch.profiler import ProfilerActivity, profile
+
+    from train_series import model_args_for, new_model
+
+    spheres = torch.cat([torch.rand(num_spheres, 3) * 1.6 - 0.8, -0.1 * torch.rand(num_spheres, 1)], 1)
+    model, opt = new_model(arch, model_args_for(arch, cfg, num_spheres), None if arch == "ni" else spheres.to(device),
+                           cfg, 0, device)
+    x = torch.rand(cfg.batch_size, 3, device=device) * 2 - 1
+    y = torch.rand(cfg.batch_size, device=device) * 0.1
+
+    def step():
+        loss = torch.nn.functional.l1_loss(model(x), y)
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        opt.step()
+
+    for _ in range(10):
+        step()
+    activities = [ProfilerActivity.CPU] + ([ProfilerActivity.CUDA] if device.type == "cuda" else [])
+    with profile(activities=activities, with_flops=True) as prof:
+        start = time.perf_counter()  # the same steps give the wall time and the matmul time
+        for _ in range(steps):
+            step()
+        if device.type == "cuda":
+            torch.cuda.synchronize()
+        wall = (time.perf_counter() - start) / steps
+    events = [e for e in prof.key_averages() if e.key in MATMUL_OPS]
+    attr = "self_device_time_total" if device.type == "cuda" else "self_cpu_time_total"
+    mm_seconds = sum(getattr(e, attr) for e in events) / 1e6 / steps
+    mm_flops = sum(e.flops for e in events) / steps
+    return {"step": wall, "matmul": mm_seconds, "other": max(wall - mm_seconds, 0.0),
+            "matmul_flops": mm_flops / mm_seconds if mm_seconds else math.nan}
 
 
 def main(argv=None) -> int:
@@ -107,6 +154,12 @@ def main(argv=None) -> int:
     train_flops = statistics.median(f for _, _, f in rows)
     sys.stdout.write(f"training {train_flops / 1e9:.1f} GFLOP/s = {100 * train_flops / peak:.0f}% of the measured "
                      f"float32 matmul peak {peak / 1e9:.1f} GFLOP/s ({device}, {torch.get_num_threads()} threads)\n")
+    parts = step_breakdown(args.arch, cfg, device, cfg.num_spheres)
+    sys.stdout.write(f"one step of {cfg.batch_size} points: {1e3 * parts['step']:.2f} ms, of which matmul kernels "
+                     f"{1e3 * parts['matmul']:.2f} ms ({100 * parts['matmul'] / parts['step']:.0f}%, running at "
+                     f"{parts['matmul_flops'] / 1e9:.1f} GFLOP/s = {100 * parts['matmul_flops'] / peak:.0f}% of peak: "
+                     f"{cfg.batch_size} x {cfg.width} products are too small for full speed) and elementwise "
+                     f"kernels, autograd and optimizer {1e3 * parts['other']:.2f} ms\n")
     return 0
 
 

@@ -57,19 +57,14 @@ def quantize_rows(w: np.ndarray, bits: int) -> tuple[np.ndarray, np.ndarray]:
     """Symmetric per-row quantization of a 2-D array: (integers, per-row scales, float16-exact float32)."""
     w2 = w.reshape(w.shape[0], -1) if w.ndim > 1 else w.reshape(1, -1)
     levels = (1 << (bits - 1)) - 1
-    # scales are stored as float16 (half the bytes), rounded up so the row maximum still fits in ``levels``;
-    # quantizing with the stored scale keeps decoding exact
-    exact = np.abs(w2).max(axis=1) / levels
-    half = exact.astype(np.float16)
-    half = np.where(half < exact, np.nextafter(half, np.float16(np.inf)), half)
-    scale = half.astype(np.float32)
-    scale[scale == 0] = 1.0
+    scale = row_scales(np.abs(w2).max(axis=1), levels)  # quantizing with the stored scale keeps decoding exact
     return np.clip(np.round(w2 / scale[:, None]), -levels, levels).astype(np.int64), scale
 
 
 @torch.no_grad()
 def fake_quantize(name: str, w: torch.Tensor, bits: int) -> torch.Tensor:
-    """``w`` as the decoder will see it after ``encode`` at ``bits`` bits (same rows, scales and rounding).
+    """``w`` as the decoder will see it after ``encode`` at ``bits`` bits (same rows, scales and rounding,
+    computed with torch on ``w``'s device so quantization-aware training stays fast).
 
     Parameters
     ----------
@@ -80,14 +75,27 @@ def fake_quantize(name: str, w: torch.Tensor, bits: int) -> torch.Tensor:
 
     Returns
     -------
-    tensor of ``w``'s shape and device: quantized values, float32.
+    float32 tensor of ``w``'s shape and device: the decoded values.
     """
+    w = w.detach().float()
     if bits == 32:
-        return w.float().clone()
-    q, scale = quantize_rows(_rows(name, w.detach().cpu().numpy().astype(np.float32)), bits)
-    values = (q * scale[:, None]).astype(np.float32)
-    values = values.T if name == "spheres" else values.reshape(w.shape)
-    return torch.as_tensor(np.ascontiguousarray(values), device=w.device)
+        return w.clone()
+    rows = w.T if name == "spheres" else w.reshape(w.shape[0], -1) if w.ndim > 1 else w.reshape(1, -1)
+    levels = (1 << (bits - 1)) - 1
+    scale = torch.as_tensor(row_scales(rows.abs().amax(dim=1).cpu().numpy(), levels), device=w.device)[:, None]
+    values = torch.clamp(torch.round(rows / scale), -levels, levels) * scale
+    return (values.T if name == "spheres" else values.reshape(w.shape)).contiguous()
+
+
+def row_scales(max_abs: np.ndarray, levels: int) -> np.ndarray:
+    """Per-row scales for rows whose largest magnitude is ``max_abs``: stored as float16 (half the bytes),
+    rounded up so the row maximum still fits in ``levels``; zero rows get 1. Returns float32 (R,)."""
+    exact = (max_abs / levels).astype(np.float32)
+    half = exact.astype(np.float16)
+    half = np.where(half < exact, np.nextafter(half, np.float16(np.inf)), half)
+    scale = half.astype(np.float32)
+    scale[scale == 0] = 1.0
+    return scale
 
 
 def _rows(name: str, w: np.ndarray) -> np.ndarray:

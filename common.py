@@ -81,6 +81,7 @@ class TrainConfig:
     layers: int = 6
     width: int = 32
     feature_dim: int = 29
+    sphere_weighting: str = "distance"
     ni_layers: int = 8
     ni_width: int = 32
     # training points
@@ -108,6 +109,8 @@ class TrainConfig:
     qat_lr: float = 5e-4
 
     def __post_init__(self):
+        if self.sphere_weighting not in ("distance", "inverse"):
+            raise InputError(f"sphere_weighting must be distance or inverse, got {self.sphere_weighting!r}")
         if self.scheduler not in ("plateau", "onecycle", "cosine", "none"):
             raise InputError(f"scheduler must be plateau, onecycle, cosine or none, got {self.scheduler!r}")
         for name in ("num_spheres", "layers", "width", "epochs", "batch_size", "num_samples", "restarts"):

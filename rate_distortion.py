@@ -145,7 +145,8 @@ def plot(path, curves: dict, title_suffix: str = "") -> None:
                 ax.scatter([p["bytes"] for p in pts], [p["cd2"] for p in pts], marker="*", s=90, zorder=3,
                            label=label)
             else:
-                ax.plot([p["bytes"] for p in pts], [p["cd2"] for p in pts], marker="o", ms=3, label=label)
+                ax.plot([p["bytes"] for p in pts], [p["cd2"] for p in pts], marker="o", ms=3,
+                        label=f"{label}: 6, 7, 8, 10 bit, float32")
         ax.set(xscale="log", yscale="log", title=mesh, xlabel="bytes", ylabel="CD2 x1e3")
         ax.grid(True, which="both", alpha=0.2)
     for ax in axes.ravel()[len(meshes):]:

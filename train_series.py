@@ -59,7 +59,8 @@ SUMMARY_FIELDS = ["mesh", "status", "seconds", "final_loss", "numbers", "bytes",
 def model_args_for(arch: str, cfg: TrainConfig, num_spheres: int) -> dict:
     if arch == "ni":
         return {"layers": cfg.ni_layers, "width": cfg.ni_width}
-    return {"num_spheres": num_spheres, "layers": cfg.layers, "width": cfg.width, "feature_dim": cfg.feature_dim}
+    return {"num_spheres": num_spheres, "layers": cfg.layers, "width": cfg.width, "feature_dim": cfg.feature_dim,
+            "weighting": cfg.sphere_weighting}
 
 
 def make_scheduler(opt: torch.optim.Optimizer, cfg: TrainConfig, epochs: int, steps_per_epoch: int):

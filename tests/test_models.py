@@ -18,6 +18,16 @@ def test_sphere_weights_are_proportional_to_distance():
     centres = torch.tensor([[1.0, 0, 0], [-3.0, 0, 0]])
     w = sphere_weights(torch.zeros(1, 3), centres)
     assert torch.allclose(w, torch.tensor([[0.25, 0.75]]))
+    assert torch.allclose(sphere_weights(torch.zeros(1, 3), centres, "inverse"), torch.tensor([[0.75, 0.25]]))
+
+
+def test_averaging_spheres_before_encoding_equals_summing_encoded_features():
+    # KeySphereSDF encodes the weighted sphere average once instead of summing M encoded features
+    torch.manual_seed(0)
+    model = KeySphereSDF(16, layers=2, width=8, feature_dim=5, spheres=torch.rand(16, 4) - 0.5)
+    x = torch.rand(50, 3) * 2 - 1
+    feature = sphere_weights(x, model.spheres[:, :3]) @ model.sphere_features()
+    assert torch.allclose(model(x), model.mlp(torch.cat([x, feature], dim=1)), atol=1e-6)
 
 
 @pytest.mark.parametrize("arch", ["keysphere", "latent", "ni"])
