@@ -3,8 +3,9 @@
     python bench.py --mesh-dir ../shared/meshes [--config configs/default.yaml] [--arch keysphere] [--KEY=VALUE ...]
 
 Stages: load + normalize, key spheres, samples (pool, weights, exact SDF), training, quantization-aware
-fine-tuning, marching cubes at the config's resolution, evaluation (eval.py's metrics). The training step's achieved FLOP/s is printed next to
-this machine's float32 matmul peak, measured in the same run. Outputs go to a temporary folder.
+fine-tuning, marching cubes at the config's resolution, evaluation (eval.py's metrics). The training step's
+achieved FLOP/s is printed next to this machine's float32 matmul peak, measured in the same run, with the
+step's split into matmul kernels and the rest. Outputs go to a temporary folder.
 """
 
 from __future__ import annotations
