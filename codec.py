@@ -57,7 +57,8 @@ def quantize_rows(w: np.ndarray, bits: int) -> tuple[np.ndarray, np.ndarray]:
     """Symmetric per-row quantization of a 2-D array: (integers, per-row scales, float16-exact float32)."""
     w2 = w.reshape(w.shape[0], -1) if w.ndim > 1 else w.reshape(1, -1)
     levels = (1 << (bits - 1)) - 1
-    scale = row_scales(np.abs(w2).max(axis=1), levels)  # quantizing with the stored scale keeps decoding exact
+    # quantizing with the stored scale keeps decoding exact
+    scale = row_scales(torch.from_numpy(np.abs(w2).max(axis=1)), levels).numpy()
     return np.clip(np.round(w2 / scale[:, None]), -levels, levels).astype(np.int64), scale
 
 
@@ -82,20 +83,19 @@ def fake_quantize(name: str, w: torch.Tensor, bits: int) -> torch.Tensor:
         return w.clone()
     rows = w.T if name == "spheres" else w.reshape(w.shape[0], -1) if w.ndim > 1 else w.reshape(1, -1)
     levels = (1 << (bits - 1)) - 1
-    scale = torch.as_tensor(row_scales(rows.abs().amax(dim=1).cpu().numpy(), levels), device=w.device)[:, None]
+    scale = row_scales(rows.abs().amax(dim=1), levels)[:, None]
     values = torch.clamp(torch.round(rows / scale), -levels, levels) * scale
     return (values.T if name == "spheres" else values.reshape(w.shape)).contiguous()
 
 
-def row_scales(max_abs: np.ndarray, levels: int) -> np.ndarray:
-    """Per-row scales for rows whose largest magnitude is ``max_abs``: stored as float16 (half the bytes),
-    rounded up so the row maximum still fits in ``levels``; zero rows get 1. Returns float32 (R,)."""
-    exact = (max_abs / levels).astype(np.float32)
-    half = exact.astype(np.float16)
-    half = np.where(half < exact, np.nextafter(half, np.float16(np.inf)), half)
-    scale = half.astype(np.float32)
-    scale[scale == 0] = 1.0
-    return scale
+def row_scales(max_abs: torch.Tensor, levels: int) -> torch.Tensor:
+    """Per-row scales for rows whose largest magnitude is ``max_abs`` (R,): stored as float16 (half the
+    bytes), rounded up so the row maximum still fits in ``levels``; zero rows get 1. Returns float32 (R,)."""
+    exact = max_abs.float() / levels
+    half = exact.half()
+    half = torch.where(half.float() < exact, torch.nextafter(half, torch.full_like(half, float("inf"))), half)
+    scale = half.float()
+    return torch.where(scale == 0, torch.ones_like(scale), scale)
 
 
 def _rows(name: str, w: np.ndarray) -> np.ndarray:
