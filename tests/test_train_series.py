@@ -117,3 +117,19 @@ def test_shipped_file_is_what_gets_meshed_and_eval_reports_its_rate_distortion(t
     assert {"draco", "ks", "ks shipped"} <= methods
     assert "**median** | ks" in (tmp_path / "e-rd.md").read_text()
     assert (tmp_path / "e-rd.png").stat().st_size > 1000
+
+
+def test_compare_trains_every_architecture_on_one_budget_and_tabulates_the_ratio(tmp_path, tiny_series):
+    import compare
+
+    (tiny_series / "box.stl").unlink()  # one mesh keeps it short
+    out = tmp_path / "cmp"
+    assert compare.main(["--mesh-dir", str(tiny_series), "--out", str(out), "--quiet",
+                         f"--cache-dir={tmp_path / 'cache'}", *TINY]) == 0
+    configs = {arch: common.load_checkpoint(out / arch / "ball" / "model.pt")[1]["config"]
+               for arch in ("keysphere", "latent", "ni")}
+    assert configs["keysphere"] == configs["latent"] == configs["ni"]
+    table = (out / "compare.md").read_text()
+    assert "CD2 keysphere/ni" in table and "**median**" in table
+    rows = list(csv.DictReader(open(out / "compare.csv")))
+    assert {r["run"] for r in rows} == {"keysphere", "latent", "ni"}
