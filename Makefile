@@ -15,7 +15,7 @@ $(VENV_STAMP): requirements.txt
 demo: $(VENV_STAMP)
 	test -f data/shapes/torus.obj -a -f data/shapes/dumbbell.obj || $(PY) data/make_shapes.py
 	$(PY) train_series.py --mesh-dir data/shapes --config configs/default.yaml --arch keysphere --out runs/demo/keysphere
-	$(PY) modelmesher.py --model runs/demo/keysphere/torus/model.pt --res 128 --out runs/demo/torus.obj
+	$(PY) modelmesher.py --model runs/demo/keysphere/torus/model.ksdf --res 128 --out runs/demo/torus.obj
 	$(PY) eval.py --mesh-dir data/shapes --results runs/demo/keysphere --csv runs/demo/eval.csv
 
 test: $(VENV_STAMP)
