@@ -1,4 +1,4 @@
-# make demo: train on the project's own shapes (default config), mesh one, evaluate both (~5 min on 2 cores)
+# make demo: train on the project's own shapes (default config), mesh one, evaluate both (~3 min on 2 cores)
 # make test: lint and run the test suite
 # Both create and fill .venv when it is missing.
 PY := .venv/bin/python
