@@ -13,6 +13,7 @@ skipped. Each mesh directory appears whole or not at all.
 from __future__ import annotations
 
 import argparse
+import copy
 import csv
 import dataclasses
 import io
@@ -178,8 +179,6 @@ def quantization_aware_finetune(model: torch.nn.Module, cfg: TrainConfig, sphere
     """A copy of ``model`` fine-tuned for ``cfg.qat_epochs`` epochs so that its weights lose little when
     stored at ``cfg.codec_bits`` bits (cosine decay from ``cfg.qat_lr``). The spheres are not trained, so they
     are quantized once, up front, and the network adapts to them. Returns (model, epoch losses)."""
-    import copy
-
     model = copy.deepcopy(model).train()
     if hasattr(model, "spheres"):
         model.spheres.copy_(codec.fake_quantize("spheres", model.spheres, cfg.codec_bits))
