@@ -53,19 +53,24 @@ def unpack_bits(data: bytes, count: int, bits: int) -> np.ndarray:
     return unsigned - (1 << (bits - 1))
 
 
-def quantize_rows(w: np.ndarray, bits: int) -> tuple[np.ndarray, np.ndarray]:
-    """Symmetric per-row quantization of a 2-D array: (integers, per-row scales, float16-exact float32)."""
-    w2 = w.reshape(w.shape[0], -1) if w.ndim > 1 else w.reshape(1, -1)
+def quantization_rows(name: str, w: torch.Tensor) -> torch.Tensor:
+    """The 2-D rows a tensor is quantized by: output rows of weights (a 1-D bias is one row), coordinate
+    columns of the (M, 4) spheres (centres and SDFs have different ranges)."""
+    return w.T if name == "spheres" else w.reshape(w.shape[0], -1) if w.ndim > 1 else w.reshape(1, -1)
+
+
+def quantize_rows(rows: torch.Tensor, bits: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """Symmetric per-row quantization of (R, C) float32 rows: integers (R, C) as float32 and per-row scales
+    (R,), float16-exact. Quantizing with the stored scale keeps decoding exact."""
     levels = (1 << (bits - 1)) - 1
-    # quantizing with the stored scale keeps decoding exact
-    scale = row_scales(torch.from_numpy(np.abs(w2).max(axis=1)), levels).numpy()
-    return np.clip(np.round(w2 / scale[:, None]), -levels, levels).astype(np.int64), scale
+    scale = row_scales(rows.abs().amax(dim=1), levels)
+    return torch.clamp(torch.round(rows / scale[:, None]), -levels, levels), scale
 
 
 @torch.no_grad()
 def fake_quantize(name: str, w: torch.Tensor, bits: int) -> torch.Tensor:
-    """``w`` as the decoder will see it after ``encode`` at ``bits`` bits (same rows, scales and rounding,
-    computed with torch on ``w``'s device so quantization-aware training stays fast).
+    """``w`` as the decoder will see it after ``encode`` at ``bits`` bits: the encoder's own quantization,
+    on ``w``'s device, so quantization-aware training trains through exactly what ships.
 
     Parameters
     ----------
@@ -81,10 +86,8 @@ def fake_quantize(name: str, w: torch.Tensor, bits: int) -> torch.Tensor:
     w = w.detach().float()
     if bits == 32:
         return w.clone()
-    rows = w.T if name == "spheres" else w.reshape(w.shape[0], -1) if w.ndim > 1 else w.reshape(1, -1)
-    levels = (1 << (bits - 1)) - 1
-    scale = row_scales(rows.abs().amax(dim=1), levels)[:, None]
-    values = torch.clamp(torch.round(rows / scale), -levels, levels) * scale
+    q, scale = quantize_rows(quantization_rows(name, w), bits)
+    values = q * scale[:, None]
     return (values.T if name == "spheres" else values.reshape(w.shape)).contiguous()
 
 
@@ -98,26 +101,20 @@ def row_scales(max_abs: torch.Tensor, levels: int) -> torch.Tensor:
     return torch.where(scale == 0, torch.ones_like(scale), scale)
 
 
-def _rows(name: str, w: np.ndarray) -> np.ndarray:
-    """The rows a tensor is quantized by: output rows of weights, coordinate columns of the (M, 4) spheres
-    (centres and SDFs have different ranges)."""
-    return np.ascontiguousarray(w.T) if name == "spheres" else w
-
-
 def encode(model: torch.nn.Module, arch: str, model_args: dict, bits: int, normalization: dict | None) -> bytes:
     """Bytes of a ``.ksdf`` file for ``model`` with weights at ``bits`` bits (32: float32)."""
     if bits not in SUPPORTED_BITS:
         raise InputError(f"bits must be one of 2..16 or 32, got {bits}")
     tensors, blobs = [], []
     for name, value in model.state_dict().items():
-        w = value.detach().cpu().numpy().astype(np.float32)
+        w = value.detach().cpu().float()
         if bits == 32:
             tensors.append({"name": name, "shape": list(w.shape), "scheme": "f32"})
-            blobs.append(w.tobytes())
+            blobs.append(w.numpy().tobytes())
             continue
-        q, scale = quantize_rows(_rows(name, w), bits)
+        q, scale = quantize_rows(quantization_rows(name, w), bits)
         tensors.append({"name": name, "shape": list(w.shape), "scheme": "q", "rows": len(scale)})
-        blobs.append(scale.astype("<f2").tobytes() + pack_bits(q.ravel(), bits))
+        blobs.append(scale.numpy().astype("<f2").tobytes() + pack_bits(q.long().numpy().ravel(), bits))
     header = json.dumps({"arch": arch, "model_args": model_args, "bits": bits, "normalization": normalization,
                          "tensors": tensors}, separators=(",", ":")).encode()
     payload = struct.pack("<I", len(header)) + header + b"".join(struct.pack("<I", len(b)) + b for b in blobs)
