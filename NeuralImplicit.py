@@ -28,7 +28,7 @@ class SDFMLP(nn.Module):
         super().__init__()
         blocks: list[nn.Module] = []
         for i in range(layers):
-            blocks += [nn.Linear(in_dim if i == 0 else width, width), nn.LeakyReLU(0.1)]
+            blocks += [nn.Linear(in_dim if i == 0 else width, width), nn.LeakyReLU(0.1, inplace=True)]
         blocks += [nn.Linear(width, 1), nn.Tanh()]
         self.model = nn.Sequential(*blocks)
 
@@ -94,6 +94,25 @@ class KeySphereSDF(nn.Module):
         """(M, feature_dim) features of the spheres."""
         return self.sphere_encoder(self.spheres)
 
+    def precompute(self, points: torch.Tensor) -> torch.Tensor:
+        """(N, 3) points -> (N, 7): xyz and the weighted average of the spheres, sum_i w_i s_i.
+
+        It depends on the points and the (untrained) spheres only, so training computes it once per point.
+        """
+        return torch.cat([points, sphere_weights(points, self.spheres[:, :3], self.weighting) @ self.spheres], 1)
+
+    def input_layer(self) -> tuple[torch.Tensor, torch.Tensor]:
+        """The MLP's first layer as one linear map of ``precompute``'s (N, 7) output: (weight (width, 7),
+        bias (width,)), differentiable in the parameters.
+
+        Layer 1 sees [xyz, A s + b] with s = sum_i w_i s_i; splitting its weight as [W_xyz, W_f] gives
+        W_xyz xyz + (W_f A) s + (W_f b + b_1), the same function on 7 inputs instead of 32.
+        """
+        first = self.mlp.model[0]
+        w_xyz, w_feature = first.weight[:, :3], first.weight[:, 3:]
+        return (torch.cat([w_xyz, w_feature @ self.sphere_encoder.weight], 1),
+                w_feature @ self.sphere_encoder.bias + first.bias)
+
     def forward(self, points: torch.Tensor) -> torch.Tensor:
         """(N, 3) points -> (N,) signed distances."""
         # sum_i w_i (A s_i + b) = A (sum_i w_i s_i) + b because the weights sum to 1: averaging the (M, 4)
@@ -108,6 +127,14 @@ class NISDF(nn.Module):
     def __init__(self, layers: int = 8, width: int = 32):
         super().__init__()
         self.mlp = SDFMLP(3, layers, width)
+
+    def precompute(self, points: torch.Tensor) -> torch.Tensor:
+        """Nothing to precompute: (N, 3) -> (N, 3)."""
+        return points
+
+    def input_layer(self) -> tuple[torch.Tensor, torch.Tensor]:
+        """The MLP's first layer (weight (width, 3), bias (width,)), applied to ``precompute``'s output."""
+        return self.mlp.model[0].weight, self.mlp.model[0].bias
 
     def forward(self, points: torch.Tensor) -> torch.Tensor:
         """(N, 3) points -> (N,) signed distances."""

@@ -35,6 +35,16 @@ class LatentSphereSDF(nn.Module):
         self.latents = nn.Parameter(0.01 * torch.randn(num_spheres, feature_dim))
         self.mlp = SDFMLP(3 + feature_dim, layers, width)
 
+    def precompute(self, points: torch.Tensor) -> torch.Tensor:
+        """(N, 3) points -> (N, 3 + M): xyz and the sphere weights, fixed per point during training."""
+        return torch.cat([points, sphere_weights(points, self.spheres[:, :3], self.weighting)], 1)
+
+    def input_layer(self) -> tuple[torch.Tensor, torch.Tensor]:
+        """The MLP's first layer as one linear map of ``precompute``'s (N, 3 + M) output: weight
+        [W_xyz, W_f L^T] (width, 3 + M) and bias (width,), differentiable in the latents L (M, feature_dim)."""
+        first = self.mlp.model[0]
+        return torch.cat([first.weight[:, :3], first.weight[:, 3:] @ self.latents.t()], 1), first.bias
+
     def forward(self, points: torch.Tensor) -> torch.Tensor:
         """(N, 3) points -> (N,) signed distances."""
         feature = sphere_weights(points, self.spheres[:, :3], self.weighting) @ self.latents

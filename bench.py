@@ -5,7 +5,9 @@
 Stages: load + normalize, key spheres, samples (pool, weights, exact SDF), training, quantization-aware
 fine-tuning, marching cubes at the config's resolution, evaluation (eval.py's metrics). The training step's
 achieved FLOP/s is printed next to this machine's float32 matmul peak, measured in the same run, with the
-step's split into matmul kernels and the rest. Outputs go to a temporary folder.
+step's split into matmul kernels and the rest, and the hand-written step's points/s next to the autograd
+step's. Meshes go one at a time with ``threads`` threads (``--threads=1`` is what each of train_series'
+workers does). Outputs go to a temporary folder.
 """
 
 from __future__ import annotations
@@ -40,15 +42,14 @@ STAGES = ("load", "spheres", "samples", "train", "qat", "mesh", "eval")
 
 
 def training_flops_per_point(arch: str, cfg: TrainConfig, num_spheres: int) -> float:
-    """FLOPs of one training point (forward and backward, ~3x the forward multiply-adds, 2 FLOPs each)."""
+    """FLOPs of one training point as ``train_series.training_step`` runs it (2 per multiply-add): forward
+    and weight gradient of every layer, input gradient of every layer but the first. The first layer acts on
+    the precomputed inputs: xyz (ni), xyz and the sphere average (keysphere, 7), xyz and the M sphere weights
+    (latent)."""
     layers, width = (cfg.ni_layers, cfg.ni_width) if arch == "ni" else (cfg.layers, cfg.width)
-    in_dim = 3 if arch == "ni" else 3 + cfg.feature_dim
-    macs = in_dim * width + (layers - 1) * width * width + width
-    if arch == "keysphere":  # distances, weighted sphere average (M x 4), encoder (forward only for the first two)
-        macs += (num_spheres * 3 + num_spheres * 4) / 3 + 4 * cfg.feature_dim
-    elif arch == "latent":  # distances (forward only), weighted latent sum
-        macs += num_spheres * 3 / 3 + num_spheres * cfg.feature_dim
-    return 3 * 2 * macs
+    in_dim = {"ni": 3, "keysphere": 7, "latent": 3 + num_spheres}[arch]
+    first, rest = in_dim * width, (layers - 1) * width * width + width
+    return 2 * (2 * (first + rest) + rest)
 
 
 def matmul_peak(device: torch.device, n: int = 2048, repeat: int = 10) -> float:
@@ -74,24 +75,23 @@ def step_breakdown(arch: str, cfg: TrainConfig, device: torch.device, num_sphere
 
     Returns
     -------
-    dict of seconds per step: ``step`` (wall), ``matmul`` (mm/addmm kernels, distances included), ``other``
-    (elementwise kernels, autograd and optimizer bookkeeping: the rest); and ``matmul_flops`` (FLOP/s the
-    matmul kernels reach on their own).
+    dict of seconds per step: ``step`` (wall), ``matmul`` (mm/addmm kernels), ``other`` (elementwise
+    kernels, optimizer, per-op dispatch: the rest); and ``matmul_flops`` (FLOP/s the matmul kernels reach on
+    their own).
     """
     from torch.profiler import ProfilerActivity, profile
 
-    from train_series import model_args_for, new_model
+    from train_series import model_args_for, new_model, precompute, training_step
 
     spheres = torch.cat([torch.rand(num_spheres, 3) * 1.6 - 0.8, -0.1 * torch.rand(num_spheres, 1)], 1)
     model, opt = new_model(arch, model_args_for(arch, cfg, num_spheres), None if arch == "ni" else spheres.to(device),
                            cfg, 0, device)
-    x = torch.rand(cfg.batch_size, 3, device=device) * 2 - 1
+    x = precompute(model, torch.rand(cfg.batch_size, 3, device=device) * 2 - 1)
     y = torch.rand(cfg.batch_size, device=device) * 0.1
 
-    def step():
-        loss = torch.nn.functional.l1_loss(model(x), y)
+    def step():  # the step of train_series.run_epochs
         opt.zero_grad(set_to_none=True)
-        loss.backward()
+        training_step(model, x, y)
         opt.step()
 
     for _ in range(10):
@@ -110,6 +110,50 @@ def step_breakdown(arch: str, cfg: TrainConfig, device: torch.device, num_sphere
     mm_flops = sum(e.flops for e in events) / steps
     return {"step": wall, "matmul": mm_seconds, "other": max(wall - mm_seconds, 0.0),
             "matmul_flops": mm_flops / mm_seconds if mm_seconds else math.nan}
+
+
+def step_throughput(arch: str, cfg: TrainConfig, device: torch.device, num_spheres: int,
+                    steps: int = 100) -> dict:
+    """Training points per second of ``train_series.training_step`` (hand-written backward on precomputed
+    inputs) and of the plain autograd step (``l1_loss(model(points))``) on the same model and batches.
+
+    Returns
+    -------
+    dict with ``hand`` and ``autograd`` points per second (best of three passes of ``steps`` steps each).
+    """
+    from train_series import model_args_for, new_model, precompute, training_step
+
+    spheres = torch.cat([torch.rand(num_spheres, 3) * 1.6 - 0.8, -0.1 * torch.rand(num_spheres, 1)], 1)
+    model, opt = new_model(arch, model_args_for(arch, cfg, num_spheres), None if arch == "ni" else spheres.to(device),
+                           cfg, 0, device)
+    n = cfg.batch_size * steps
+    points = torch.rand(n, 3, device=device) * 2 - 1
+    target = torch.rand(n, device=device) * 0.1
+    inputs = precompute(model, points)
+
+    def autograd_pass():
+        for s in range(0, n, cfg.batch_size):
+            opt.zero_grad(set_to_none=True)
+            torch.nn.functional.l1_loss(model(points[s:s + cfg.batch_size]), target[s:s + cfg.batch_size]).backward()
+            opt.step()
+
+    def hand_pass():
+        for s in range(0, n, cfg.batch_size):
+            opt.zero_grad(set_to_none=True)
+            training_step(model, inputs[s:s + cfg.batch_size], target[s:s + cfg.batch_size])
+            opt.step()
+
+    best = {"hand": 0.0, "autograd": 0.0}
+    for _ in range(3):  # interleaved, so both see the same machine load
+        for name, run in (("autograd", autograd_pass), ("hand", hand_pass)):
+            if device.type == "cuda":
+                torch.cuda.synchronize()
+            start = time.perf_counter()
+            run()
+            if device.type == "cuda":
+                torch.cuda.synchronize()
+            best[name] = max(best[name], n / (time.perf_counter() - start))
+    return best
 
 
 def main(argv=None) -> int:
@@ -155,12 +199,16 @@ def main(argv=None) -> int:
     train_flops = statistics.median(f for _, _, f in rows)
     sys.stdout.write(f"training {train_flops / 1e9:.1f} GFLOP/s = {100 * train_flops / peak:.0f}% of the measured "
                      f"float32 matmul peak {peak / 1e9:.1f} GFLOP/s ({device}, {torch.get_num_threads()} threads)\n")
+    speed = step_throughput(args.arch, cfg, device, cfg.num_spheres)
+    sys.stdout.write(f"training step, batch {cfg.batch_size}: {speed['hand'] / 1e3:.0f}k points/s hand-written "
+                     f"(train_series) vs {speed['autograd'] / 1e3:.0f}k points/s autograd, "
+                     f"x{speed['hand'] / speed['autograd']:.2f}\n")
     parts = step_breakdown(args.arch, cfg, device, cfg.num_spheres)
     sys.stdout.write(f"one step of {cfg.batch_size} points: {1e3 * parts['step']:.2f} ms, of which matmul kernels "
                      f"{1e3 * parts['matmul']:.2f} ms ({100 * parts['matmul'] / parts['step']:.0f}%, running at "
                      f"{parts['matmul_flops'] / 1e9:.1f} GFLOP/s = {100 * parts['matmul_flops'] / peak:.0f}% of peak: "
-                     f"{cfg.batch_size} x {cfg.width} products are too small for full speed) and elementwise "
-                     f"kernels, autograd and optimizer {1e3 * parts['other']:.2f} ms\n")
+                     f"{cfg.batch_size} x {cfg.width} products are too small for full speed) and the rest "
+                     f"(elementwise kernels, optimizer, per-op dispatch) {1e3 * parts['other']:.2f} ms\n")
     return 0
 
 

@@ -102,6 +102,7 @@ class TrainConfig:
     restarts: int = 1
     restart_epochs: int = 5
     threads: int = 0
+    workers: int = 1
     # export
     mesh_res: int = 128
     codec_bits: int = 10
@@ -116,6 +117,8 @@ class TrainConfig:
         for name in ("num_spheres", "layers", "width", "epochs", "batch_size", "num_samples", "restarts"):
             if getattr(self, name) < 1:
                 raise InputError(f"config value {name} must be at least 1, got {getattr(self, name)}")
+        if self.workers < 0 or self.threads < 0:
+            raise InputError("config values workers and threads must be 0 (automatic) or more")
         if self.restarts > 1 and not 0 < self.restart_epochs <= self.epochs:
             raise InputError("config value restart_epochs must be between 1 and epochs")
 

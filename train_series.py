@@ -19,11 +19,15 @@ import dataclasses
 import io
 import logging
 import math
+import multiprocessing
+import os
 import shutil
 import time
+from concurrent.futures import ProcessPoolExecutor, as_completed
 from pathlib import Path
 
 import torch
+import torch.nn.functional as F
 from tqdm import tqdm
 
 import codec
@@ -76,23 +80,87 @@ def make_scheduler(opt: torch.optim.Optimizer, cfg: TrainConfig, epochs: int, st
     return None, False
 
 
-def run_epochs(model, opt, points, sdf, anchors, anchor_sdf, epochs, cfg, gen, scheduler=None,
-               per_batch=False, progress=None, quantize_bits=None) -> list[float]:
+def l1_step(layers: list[tuple[torch.Tensor, torch.Tensor]], slope: float, x: torch.Tensor,
+            y: torch.Tensor) -> tuple[torch.Tensor, list[tuple[torch.Tensor, torch.Tensor]]]:
+    """Loss and gradients of mean |f(x) - y| for the MLP f of ``layers`` (LeakyReLU(``slope``) between them,
+    tanh after the last), forward and backward written out by hand.
+
+    The same arithmetic as autograd (a test checks the gradients) without its bookkeeping: for 2048 x 32
+    activations that bookkeeping costs about as much as the matrix products.
+
+    Parameters
+    ----------
+    layers : list of (weight (out, in), bias (out,)) tensors
+    slope : float
+    x : (N, in) tensor
+    y : (N,) tensor of target signed distances
+
+    Returns
+    -------
+    loss : () tensor
+    grads : list of (grad weight, grad bias), one per layer
+    """
+    with torch.no_grad():
+        acts = [x]
+        for weight, bias in layers[:-1]:
+            acts.append(F.leaky_relu_(torch.addmm(bias, acts[-1], weight.t()), slope))
+        out = torch.tanh(torch.addmm(layers[-1][1], acts[-1], layers[-1][0].t()))
+        diff = out.squeeze(1) - y
+        loss = diff.abs().mean()
+        grad = torch.sign(diff).unsqueeze(1).mul_(1.0 / len(y)).mul_(1 - out * out)
+        grads = []
+        for i in range(len(layers) - 1, -1, -1):
+            grads.append((grad.t().mm(acts[i]), grad.sum(0)))
+            if i > 0:
+                # the mask of LeakyReLU from its output: positive exactly where its input was
+                grad = torch.ops.aten.leaky_relu_backward(grad.mm(layers[i][0]), acts[i], slope, True)
+    return loss, grads[::-1]
+
+
+def training_step(model: torch.nn.Module, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+    """Gradients of the L1 loss for one batch of precomputed inputs ``x`` (see ``precompute``), stored in the
+    parameters' ``.grad``; returns the loss.
+
+    The model's first layer comes from ``model.input_layer()``, a small differentiable function of its
+    parameters (the sphere encoder or latents folded in); autograd carries the first layer's gradient back
+    through it, the rest is ``l1_step``.
+    """
+    weight, bias = model.input_layer()
+    linears = [m for m in model.mlp.model if isinstance(m, torch.nn.Linear)]
+    layers = [(weight.detach(), bias.detach())] + [(lin.weight.detach(), lin.bias.detach()) for lin in linears[1:]]
+    loss, grads = l1_step(layers, model.mlp.model[1].negative_slope, x, y)
+    for lin, (grad_weight, grad_bias) in zip(linears[1:], grads[1:]):
+        lin.weight.grad, lin.bias.grad = grad_weight, grad_bias
+    torch.autograd.backward([weight, bias], list(grads[0]))
+    return loss
+
+
+def precompute(model: torch.nn.Module, points: torch.Tensor, chunk: int = 65536) -> torch.Tensor:
+    """``model.precompute`` over (N, 3) points in chunks (bounded memory): the per-point inputs that do not
+    change during training."""
+    with torch.no_grad():
+        return torch.cat([model.precompute(points[i:i + chunk]) for i in range(0, len(points), chunk)])
+
+
+def run_epochs(model, opt, inputs, sdf, anchors, anchor_sdf, epochs, cfg, gen, scheduler=None,
+               per_batch=False, progress=None, quantize_bits=None, check=None) -> list[float]:
     """Train for ``epochs`` epochs of mini-batches sliced from a fresh permutation; returns epoch losses.
 
-    ``anchors`` (A, 3) with ``anchor_sdf`` (A,) are appended to every batch (the key-sphere centres).
+    ``inputs`` are the precomputed training points (``precompute``); ``anchors`` (A, K), precomputed likewise,
+    with ``anchor_sdf`` (A,) are appended to every batch (the key-sphere centres).
     With ``quantize_bits`` every step runs forward and backward with the weights quantized as ``codec.py``
     stores them and applies the gradient to the float weights (straight-through estimator).
+    ``check(model)``, when given, runs after every epoch; true raises ``Collapsed``.
     """
     losses = []
-    n = len(points)
+    n = len(inputs)
     params = [(name, p) for name, p in model.named_parameters()] if quantize_bits else []
     for _ in range(epochs):
-        perm = torch.randperm(n, generator=gen, device=points.device)
-        shuffled_points, shuffled_sdf = points[perm], sdf[perm]
+        perm = torch.randperm(n, generator=gen, device=inputs.device)
+        shuffled_inputs, shuffled_sdf = inputs[perm], sdf[perm]
         total = 0.0
         for start in range(0, n, cfg.batch_size):
-            x = shuffled_points[start:start + cfg.batch_size]
+            x = shuffled_inputs[start:start + cfg.batch_size]
             y = shuffled_sdf[start:start + cfg.batch_size]
             if anchors is not None:
                 x, y = torch.cat([x, anchors]), torch.cat([y, anchor_sdf])
@@ -101,9 +169,8 @@ def run_epochs(model, opt, points, sdf, anchors, anchor_sdf, epochs, cfg, gen, s
                     stash = [p.detach().clone() for _, p in params]
                     for name, p in params:
                         p.copy_(codec.fake_quantize(name, p, quantize_bits))
-            loss = torch.nn.functional.l1_loss(model(x), y)
             opt.zero_grad(set_to_none=True)
-            loss.backward()
+            loss = training_step(model, x, y)
             if params:
                 with torch.no_grad():
                     for (_, p), saved in zip(params, stash):
@@ -111,7 +178,7 @@ def run_epochs(model, opt, points, sdf, anchors, anchor_sdf, epochs, cfg, gen, s
             opt.step()
             if per_batch:
                 scheduler.step()
-            total += loss.detach() * len(x)
+            total += loss * len(x)
         epoch_loss = float(total) / (n + (0 if anchors is None else len(anchors) * math.ceil(n / cfg.batch_size)))
         if not math.isfinite(epoch_loss):
             raise InputError("training diverged (loss is not finite); try a lower lr")
@@ -121,6 +188,8 @@ def run_epochs(model, opt, points, sdf, anchors, anchor_sdf, epochs, cfg, gen, s
         if progress is not None:
             progress.update(1)
             progress.set_postfix(loss=f"{epoch_loss:.5f}")
+        if check is not None and check(model):
+            raise Collapsed
     return losses
 
 
@@ -137,23 +206,66 @@ def new_model(arch, model_args, spheres, cfg, seed, device):
     return model, torch.optim.Adam(model.parameters(), lr=cfg.lr, fused=True)
 
 
+class Collapsed(Exception):
+    """Training left the network's field constant (see ``collapsed``)."""
+
+
+def collapsed(model: torch.nn.Module, probe: torch.Tensor, target: torch.Tensor, final: bool) -> bool:
+    """Whether the field has collapsed on the (P, 3) ``probe`` points: it is constant (a saturated tanh or
+    dead units, which no later step can undo), or, at the end of training (``final``), it has one sign where
+    the (P,) ``target`` distances have two."""
+    with torch.no_grad():
+        field = model(probe)
+    if float(field.max() - field.min()) < 1e-5:
+        return True
+    two_signs = bool((target > 0).any() and (target < 0).any())
+    return final and two_signs and not bool((field > 0).any() and (field < 0).any())
+
+
 def train_network(arch: str, cfg: TrainConfig, spheres: torch.Tensor | None, points: torch.Tensor,
                   sdf: torch.Tensor, device: torch.device, quiet: bool) -> tuple[torch.nn.Module, dict, dict]:
     """Random restarts (``restart_epochs`` each, best final loss wins), then the winner trains on with the
-    learning-rate schedule for the rest of ``epochs``. Returns (model, model_args, history)."""
+    learning-rate schedule for the rest of ``epochs``. A run that collapses (``collapsed``, checked after
+    every epoch, e.g. after a too-large step) is stopped and retrained at half the learning rate, at most
+    twice. Returns (model, model_args, history)."""
     model_args = model_args_for(arch, cfg, 0 if spheres is None else len(spheres))
+    # every restart has the same spheres, so one precomputation serves them all
+    model, _ = new_model(arch, model_args, spheres, cfg, cfg.seed, device)
+    inputs = precompute(model, points)
     anchors = anchor_sdf = None
     if spheres is not None and cfg.train_on_spheres:
-        anchors, anchor_sdf = spheres[:, :3], spheres[:, 3]
+        anchors, anchor_sdf = precompute(model, spheres[:, :3]), spheres[:, 3]
+    probe, target = points[:4096], sdf[:4096]
+    for attempt in range(3):
+        last = attempt == 2
+        try:
+            model, history = train_restarts_then_main(
+                arch, cfg, model_args, spheres, inputs, sdf, anchors, anchor_sdf, device, quiet,
+                check=None if last else lambda m: collapsed(m, probe, target, final=False))
+            if last or not collapsed(model, probe, target, final=True):
+                break
+        except Collapsed:
+            pass
+        log.warning("training collapsed at lr %g (the field is constant or one-signed); retrying at lr %g",
+                    cfg.lr, cfg.lr / 2)
+        cfg = dataclasses.replace(cfg, lr=cfg.lr / 2)
+    history["lr"] = cfg.lr
+    return model, model_args, history
+
+
+def train_restarts_then_main(arch, cfg, model_args, spheres, inputs, sdf, anchors, anchor_sdf, device,
+                             quiet, check=None) -> tuple[torch.nn.Module, dict]:
+    """One training of ``train_network`` on precomputed inputs; ``check(model)`` after every epoch of the
+    main phase raises ``Collapsed`` when true. Returns (model, history)."""
     gen = torch.Generator(device=device).manual_seed(cfg.seed)
-    steps = math.ceil(len(points) / cfg.batch_size)
+    steps = math.ceil(len(inputs) / cfg.batch_size)
     history = {"restarts": [], "main": []}
     with tqdm(total=total_epochs(cfg), desc="  epochs", leave=False, disable=quiet) as bar:
         best = None
         if cfg.restarts > 1:
             for k in range(cfg.restarts):
                 model, opt = new_model(arch, model_args, spheres, cfg, cfg.seed + k, device)
-                losses = run_epochs(model, opt, points, sdf, anchors, anchor_sdf, cfg.restart_epochs, cfg, gen,
+                losses = run_epochs(model, opt, inputs, sdf, anchors, anchor_sdf, cfg.restart_epochs, cfg, gen,
                                     progress=bar)
                 history["restarts"].append(losses)
                 log.debug("restart %d: loss %.6f", k, losses[-1])
@@ -166,11 +278,10 @@ def train_network(arch: str, cfg: TrainConfig, spheres: torch.Tensor | None, poi
             remaining = cfg.epochs
         if remaining > 0:
             scheduler, per_batch = make_scheduler(opt, cfg, remaining, steps)
-            history["main"] = run_epochs(model, opt, points, sdf, anchors, anchor_sdf, remaining, cfg, gen,
-                                         scheduler, per_batch, progress=bar)
-    final = history["main"][-1] if history["main"] else best[0]
-    history["final_loss"] = final
-    return model.eval(), model_args, history
+            history["main"] = run_epochs(model, opt, inputs, sdf, anchors, anchor_sdf, remaining, cfg, gen,
+                                         scheduler, per_batch, progress=bar, check=check)
+    history["final_loss"] = history["main"][-1] if history["main"] else best[0]
+    return model.eval(), history
 
 
 def quantization_aware_finetune(model: torch.nn.Module, cfg: TrainConfig, spheres: torch.Tensor | None,
@@ -182,15 +293,16 @@ def quantization_aware_finetune(model: torch.nn.Module, cfg: TrainConfig, sphere
     model = copy.deepcopy(model).train()
     if hasattr(model, "spheres"):
         model.spheres.copy_(codec.fake_quantize("spheres", model.spheres, cfg.codec_bits))
+    inputs = precompute(model, points)  # from the quantized spheres
     anchors = anchor_sdf = None
     if spheres is not None and cfg.train_on_spheres:
-        anchors, anchor_sdf = spheres[:, :3], spheres[:, 3]
+        anchors, anchor_sdf = precompute(model, spheres[:, :3]), spheres[:, 3]
     opt = torch.optim.Adam(model.parameters(), lr=cfg.qat_lr, fused=True)
     steps = cfg.qat_epochs * math.ceil(len(points) / cfg.batch_size)
     scheduler = torch.optim.lr_scheduler.CosineAnnealingLR(opt, T_max=steps)
     gen = torch.Generator(device=device).manual_seed(cfg.seed + 1000)
     with tqdm(total=cfg.qat_epochs, desc="  quantization-aware", leave=False, disable=quiet) as bar:
-        losses = run_epochs(model, opt, points, sdf, anchors, anchor_sdf, cfg.qat_epochs, cfg, gen, scheduler,
+        losses = run_epochs(model, opt, inputs, sdf, anchors, anchor_sdf, cfg.qat_epochs, cfg, gen, scheduler,
                             True, progress=bar, quantize_bits=cfg.codec_bits)
     return model.eval(), losses
 
@@ -308,6 +420,48 @@ def write_summary(path: Path, rows: list[dict]) -> None:
     atomic_write_text(path, buf.getvalue())
 
 
+def train_mesh(mesh_path: Path, out: Path, arch: str, cfg: TrainConfig, device: torch.device,
+               cache_dir: Path | None, force: bool, quiet: bool) -> dict:
+    """Train ``mesh_path`` into ``out/<mesh>/`` unless it is done already; returns its summary row. A failure
+    is logged and becomes the row's status, and leaves nothing behind."""
+    name = mesh_name(mesh_path)
+    paths = RunPaths(out / name)
+    if paths.checkpoint.is_file() and not force:
+        try:
+            row = row_from_checkpoint(name, paths)
+            log.info("%s: done already, skipped (use --force to retrain)", name)
+            return row
+        except Exception:  # an unreadable old result is retrained
+            log.warning("%s: existing checkpoint unreadable, retraining", name)
+    work = RunPaths(out / f".{name}.tmp")
+    shutil.rmtree(work.dir, ignore_errors=True)
+    work.dir.mkdir(parents=True)
+    handler = logging.FileHandler(work.log)
+    handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(message)s"))
+    log.addHandler(handler)
+    start = time.perf_counter()
+    try:
+        row = encode_mesh(mesh_path, arch, cfg, device, work, cache_dir, quiet)
+        log.removeHandler(handler)
+        handler.close()
+        replace_dir(work.dir, paths.dir)
+        return row
+    except Exception as exc:  # any failure of one mesh is reported in its row; the series goes on
+        reason = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+        reason = reason.replace(f"{mesh_path}: ", "")
+        log.error("%s: failed: %s", mesh_path, reason)
+        log.removeHandler(handler)
+        handler.close()
+        shutil.rmtree(work.dir, ignore_errors=True)
+        return {"mesh": name, "status": f"failed: {reason}", "seconds": f"{time.perf_counter() - start:.1f}"}
+
+
+def _worker_init(threads: int, quiet: bool, verbose: bool) -> None:
+    """Start of a worker process (``workers`` > 1): its logging and its share of the cores."""
+    setup_logging(quiet, verbose)
+    torch.set_num_threads(threads)
+
+
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0],
                                      epilog="Any config key can be overridden as --key=value.")
@@ -337,41 +491,38 @@ def main(argv=None) -> int:
     cache_dir = None if args.cache_dir.lower() == "none" else Path(args.cache_dir)
     log.info("%d meshes -> %s (arch %s, device %s)", len(meshes), out, args.arch, device)
 
-    rows = []
-    for mesh_path in tqdm(meshes, desc="meshes", disable=args.quiet):
-        name = mesh_name(mesh_path)
-        paths = RunPaths(out / name)
-        if paths.checkpoint.is_file() and not args.force:
-            try:
-                rows.append(row_from_checkpoint(name, paths))
-                log.info("%s: done already, skipped (use --force to retrain)", name)
-                continue
-            except Exception:  # an unreadable old result is retrained
-                log.warning("%s: existing checkpoint unreadable, retraining", name)
-        work = RunPaths(out / f".{name}.tmp")
-        shutil.rmtree(work.dir, ignore_errors=True)
-        work.dir.mkdir(parents=True)
-        handler = logging.FileHandler(work.log)
-        handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(message)s"))
-        log.addHandler(handler)
-        start = time.perf_counter()
-        try:
-            rows.append(encode_mesh(mesh_path, args.arch, cfg, device, work, cache_dir, args.quiet))
-            log.removeHandler(handler)
-            handler.close()
-            replace_dir(work.dir, paths.dir)
-        except Exception as exc:  # any failure of one mesh is reported in its row; the series goes on
-            reason = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
-            reason = reason.replace(f"{mesh_path}: ", "")
-            log.error("%s: failed: %s", mesh_path, reason)
-            log.removeHandler(handler)
-            handler.close()
-            shutil.rmtree(work.dir, ignore_errors=True)
-            rows.append({"mesh": name, "status": f"failed: {reason}", "seconds": f"{time.perf_counter() - start:.1f}"})
-        write_summary(out / "summary.csv", rows)
+    series_start = time.perf_counter()
+    jobs = [(mesh_path, out, args.arch, cfg, device, cache_dir, args.force) for mesh_path in meshes]
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
+    workers = min(cfg.workers or cores, len(meshes)) if device.type == "cpu" else 1
+    rows: list[dict | None] = [None] * len(jobs)
+    with tqdm(total=len(jobs), desc="meshes", disable=args.quiet) as bar:
+        if workers <= 1:
+            for i, job in enumerate(jobs):
+                rows[i] = train_mesh(*job, quiet=args.quiet)
+                write_summary(out / "summary.csv", [r for r in rows if r is not None])
+                bar.update(1)
+        else:
+            # one process per mesh at a time: these small matrices keep one core busier than two threads do
+            threads = cfg.threads or max(1, cores // workers)
+            context = multiprocessing.get_context("spawn")  # fork after torch has started threads can hang
+            with ProcessPoolExecutor(workers, context, initializer=_worker_init,
+                                     initargs=(threads, args.quiet, args.verbose)) as pool:
+                futures = {pool.submit(train_mesh, *job, quiet=True): i for i, job in enumerate(jobs)}
+                for future in as_completed(futures):
+                    i = futures[future]
+                    try:
+                        rows[i] = future.result()
+                    except Exception as exc:  # the worker process itself died (killed, out of memory)
+                        log.error("%s: failed: worker process died (%s)", jobs[i][0], type(exc).__name__)
+                        rows[i] = {"mesh": mesh_name(jobs[i][0]), "status": "failed: worker process died"}
+                    write_summary(out / "summary.csv", [r for r in rows if r is not None])
+                    bar.update(1)
     failed = [r["mesh"] for r in rows if r["status"].startswith("failed")]
-    log.info("%d ok, %d failed%s; summary: %s", len(rows) - len(failed), len(failed),
-             f" ({', '.join(failed)})" if failed else "", out / "summary.csv")
+    wall = time.perf_counter() - series_start
+    log.info("%d ok, %d failed%s in %.0f s (%.1f s per mesh, %d at a time); summary: %s", len(rows) - len(failed),
+             len(failed), f" ({', '.join(failed)})" if failed else "", wall, wall / len(rows), workers,
+             out / "summary.csv")
     return 0
 
 

@@ -41,4 +41,4 @@ def tiny_series(tmp_path) -> Path:
 
 TINY = ["--num_samples=20000", "--pool_uniform=20000", "--pool_surface=20000", "--uniform_fraction=0.1",
         "--epochs=8", "--batch_size=128", "--lr=0.01", "--restarts=2", "--restart_epochs=1",
-        "--num_spheres=8", "--sphere_grid=32", "--mesh_res=32"]
+        "--num_spheres=8", "--sphere_grid=32", "--mesh_res=32", "--workers=1"]

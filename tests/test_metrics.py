@@ -56,9 +56,9 @@ def test_training_flops_count_of_the_ni_baseline():
     import common
 
     cfg = common.TrainConfig()
-    macs = 3 * 32 + 7 * 32 * 32 + 32
-    assert bench.training_flops_per_point("ni", cfg, 0) == 6 * macs
-    # keysphere: the 6x32 MLP on 32 inputs, plus distances and the (M, 4) sphere average (forward only) and
-    # the 4 -> 29 encoder
-    mlp = 32 * 32 + 5 * 32 * 32 + 32
-    assert bench.training_flops_per_point("keysphere", cfg, 128) == 6 * (mlp + (128 * 3 + 128 * 4) / 3 + 4 * 29)
+    # forward and weight gradient of all layers, input gradient of all but the first, 2 FLOPs per MAC
+    first, rest = 3 * 32, 7 * 32 * 32 + 32
+    assert bench.training_flops_per_point("ni", cfg, 0) == 2 * (2 * (first + rest) + rest)
+    # keysphere: the first layer sees the 7 precomputed inputs (xyz, sphere average)
+    first, rest = 7 * 32, 5 * 32 * 32 + 32
+    assert bench.training_flops_per_point("keysphere", cfg, 128) == 2 * (2 * (first + rest) + rest)

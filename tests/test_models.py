@@ -30,6 +30,18 @@ def test_averaging_spheres_before_encoding_equals_summing_encoded_features():
     assert torch.allclose(model(x), model.mlp(torch.cat([x, feature], dim=1)), atol=1e-6)
 
 
+@pytest.mark.parametrize("model", [KeySphereSDF(16, layers=2, width=8, feature_dim=5, spheres=torch.rand(16, 4) - 0.5),
+                                   LatentSphereSDF(16, layers=2, width=8, feature_dim=5, spheres=torch.rand(16, 4)),
+                                   NISDF(layers=2, width=8)], ids=["keysphere", "latent", "ni"])
+def test_input_layer_on_precomputed_inputs_is_the_first_layer(model):
+    # training applies input_layer() to precompute(points); it must be the network's own first layer
+    x = torch.rand(40, 3) * 2 - 1
+    weight, bias = model.input_layer()
+    hidden = torch.nn.functional.leaky_relu(model.precompute(x) @ weight.t() + bias, 0.1)
+    expected = model.mlp.model[2:](hidden).squeeze(-1)
+    assert torch.allclose(model(x), expected, atol=1e-6)
+
+
 @pytest.mark.parametrize("arch", ["keysphere", "latent", "ni"])
 def test_checkpoint_round_trip(tmp_path, arch):
     args = {"layers": 3, "width": 16} if arch == "ni" else {"num_spheres": 5, "layers": 2, "width": 16,
