@@ -117,7 +117,7 @@ class KeySphereSDF(nn.Module):
         """(N, 3) points -> (N,) signed distances."""
         # sum_i w_i (A s_i + b) = A (sum_i w_i s_i) + b because the weights sum to 1: averaging the (M, 4)
         # spheres first and encoding once is the same function at ~1/7 of the cost of an (N, M) @ (M, F) product
-        feature = self.sphere_encoder(sphere_weights(points, self.spheres[:, :3], self.weighting) @ self.spheres)
+        feature = self.sphere_encoder(self.precompute(points)[:, 3:])
         return self.mlp(torch.cat([points, feature], dim=1))
 
 

@@ -142,6 +142,15 @@ def precompute(model: torch.nn.Module, points: torch.Tensor, chunk: int = 65536)
         return torch.cat([model.precompute(points[i:i + chunk]) for i in range(0, len(points), chunk)])
 
 
+def training_inputs(model: torch.nn.Module, points: torch.Tensor, spheres: torch.Tensor | None,
+                    cfg: TrainConfig) -> tuple[torch.Tensor, torch.Tensor | None, torch.Tensor | None]:
+    """Precomputed (N, K) training inputs, and the sphere centres precomputed likewise (A, K) with their
+    signed distances (A,) to append to every batch, or None when ``train_on_spheres`` is off or there are none."""
+    if spheres is None or not cfg.train_on_spheres:
+        return precompute(model, points), None, None
+    return precompute(model, points), precompute(model, spheres[:, :3]), spheres[:, 3]
+
+
 def run_epochs(model, opt, inputs, sdf, anchors, anchor_sdf, epochs, cfg, gen, scheduler=None,
                per_batch=False, progress=None, quantize_bits=None, check=None) -> list[float]:
     """Train for ``epochs`` epochs of mini-batches sliced from a fresh permutation; returns epoch losses.
@@ -230,11 +239,8 @@ def train_network(arch: str, cfg: TrainConfig, spheres: torch.Tensor | None, poi
     twice. Returns (model, model_args, history)."""
     model_args = model_args_for(arch, cfg, 0 if spheres is None else len(spheres))
     # every restart has the same spheres, so one precomputation serves them all
-    model, _ = new_model(arch, model_args, spheres, cfg, cfg.seed, device)
-    inputs = precompute(model, points)
-    anchors = anchor_sdf = None
-    if spheres is not None and cfg.train_on_spheres:
-        anchors, anchor_sdf = precompute(model, spheres[:, :3]), spheres[:, 3]
+    model = build_model(arch, model_args if spheres is None else {**model_args, "spheres": spheres}).to(device)
+    inputs, anchors, anchor_sdf = training_inputs(model, points, spheres, cfg)
     probe, target = points[:4096], sdf[:4096]
     for attempt in range(3):
         last = attempt == 2
@@ -293,10 +299,7 @@ def quantization_aware_finetune(model: torch.nn.Module, cfg: TrainConfig, sphere
     model = copy.deepcopy(model).train()
     if hasattr(model, "spheres"):
         model.spheres.copy_(codec.fake_quantize("spheres", model.spheres, cfg.codec_bits))
-    inputs = precompute(model, points)  # from the quantized spheres
-    anchors = anchor_sdf = None
-    if spheres is not None and cfg.train_on_spheres:
-        anchors, anchor_sdf = precompute(model, spheres[:, :3]), spheres[:, 3]
+    inputs, anchors, anchor_sdf = training_inputs(model, points, spheres, cfg)  # from the quantized spheres
     opt = torch.optim.Adam(model.parameters(), lr=cfg.qat_lr, fused=True)
     steps = cfg.qat_epochs * math.ceil(len(points) / cfg.batch_size)
     scheduler = torch.optim.lr_scheduler.CosineAnnealingLR(opt, T_max=steps)
