@@ -1,6 +1,6 @@
 """Architecture 1 of the key-sphere paper, the shared SDF-MLP, and the NI baseline (Davies et al. 2020).
 
-Model files hold ``nn.Module``s only; training lives in ``train_series.py``.
+Model files hold ``nn.Module``s only; training lives in ``training.py``.
 """
 
 from __future__ import annotations
@@ -103,15 +103,21 @@ class KeySphereSDF(nn.Module):
 
     def input_layer(self) -> tuple[torch.Tensor, torch.Tensor]:
         """The MLP's first layer as one linear map of ``precompute``'s (N, 7) output: (weight (width, 7),
-        bias (width,)), differentiable in the parameters.
+        bias (width,)), differentiable in the parameters (see ``input_layer_from``)."""
+        return self.input_layer_from(dict(self.named_parameters()))
+
+    @staticmethod
+    def input_layer_from(params: dict[str, torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]:
+        """``input_layer`` from parameters by state-dict name, each optionally stacked for K networks
+        (leading dimension K): weight (..., width, 7), bias (..., width).
 
         Layer 1 sees [xyz, A s + b] with s = sum_i w_i s_i; splitting its weight as [W_xyz, W_f] gives
         W_xyz xyz + (W_f A) s + (W_f b + b_1), the same function on 7 inputs instead of 32.
         """
-        first = self.mlp.model[0]
-        w_xyz, w_feature = first.weight[:, :3], first.weight[:, 3:]
-        return (torch.cat([w_xyz, w_feature @ self.sphere_encoder.weight], 1),
-                w_feature @ self.sphere_encoder.bias + first.bias)
+        weight, bias = params["mlp.model.0.weight"], params["mlp.model.0.bias"]
+        w_xyz, w_feature = weight[..., :3], weight[..., 3:]
+        encoder_bias = (w_feature @ params["sphere_encoder.bias"].unsqueeze(-1)).squeeze(-1)
+        return torch.cat([w_xyz, w_feature @ params["sphere_encoder.weight"]], -1), encoder_bias + bias
 
     def forward(self, points: torch.Tensor) -> torch.Tensor:
         """(N, 3) points -> (N,) signed distances."""
@@ -134,7 +140,12 @@ class NISDF(nn.Module):
 
     def input_layer(self) -> tuple[torch.Tensor, torch.Tensor]:
         """The MLP's first layer (weight (width, 3), bias (width,)), applied to ``precompute``'s output."""
-        return self.mlp.model[0].weight, self.mlp.model[0].bias
+        return self.input_layer_from(dict(self.named_parameters()))
+
+    @staticmethod
+    def input_layer_from(params: dict[str, torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]:
+        """``input_layer`` from parameters by state-dict name, optionally stacked (leading dimension K)."""
+        return params["mlp.model.0.weight"], params["mlp.model.0.bias"]
 
     def forward(self, points: torch.Tensor) -> torch.Tensor:
         """(N, 3) points -> (N,) signed distances."""

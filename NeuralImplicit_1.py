@@ -42,8 +42,14 @@ class LatentSphereSDF(nn.Module):
     def input_layer(self) -> tuple[torch.Tensor, torch.Tensor]:
         """The MLP's first layer as one linear map of ``precompute``'s (N, 3 + M) output: weight
         [W_xyz, W_f L^T] (width, 3 + M) and bias (width,), differentiable in the latents L (M, feature_dim)."""
-        first = self.mlp.model[0]
-        return torch.cat([first.weight[:, :3], first.weight[:, 3:] @ self.latents.t()], 1), first.bias
+        return self.input_layer_from(dict(self.named_parameters()))
+
+    @staticmethod
+    def input_layer_from(params: dict[str, torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]:
+        """``input_layer`` from parameters by state-dict name, optionally stacked (leading dimension K)."""
+        weight = params["mlp.model.0.weight"]
+        latents_t = params["latents"].transpose(-1, -2)
+        return torch.cat([weight[..., :3], weight[..., 3:] @ latents_t], -1), params["mlp.model.0.bias"]
 
     def forward(self, points: torch.Tensor) -> torch.Tensor:
         """(N, 3) points -> (N,) signed distances."""

@@ -1,6 +1,7 @@
 """Benchmark the whole per-mesh path: seconds per stage, per mesh and the median, and training FLOP/s.
 
     python bench.py --mesh-dir ../shared/meshes [--config configs/default.yaml] [--arch keysphere] [--KEY=VALUE ...]
+    python bench.py --mesh-dir DIR --series [--out DIR] ...   # the whole train_series run (groups on a GPU)
 
 Stages: load + normalize, key spheres, samples (pool, weights, exact SDF), training, quantization-aware
 fine-tuning, marching cubes at the config's resolution, evaluation (eval.py's metrics). The training step's
@@ -8,6 +9,11 @@ achieved FLOP/s is printed next to this machine's float32 matmul peak, measured 
 step's split into matmul kernels and the rest, and the hand-written step's points/s next to the autograd
 step's. Meshes go one at a time with ``threads`` threads (``--threads=1`` is what each of train_series'
 workers does). Outputs go to a temporary folder.
+
+``--series`` times ``train_series.py`` itself on the folder instead, as a user runs it (on a GPU: groups of
+stacked networks fed by a pool of CPU processes): amortized seconds per mesh end to end, the training
+points per second of the device, the share of the wall time it spent waiting for the CPU stages, and the
+device's float32 matmul peak measured in the same run.
 """
 
 from __future__ import annotations
@@ -35,7 +41,8 @@ from common import (
     run_main,
     setup_logging,
 )
-from train_series import encode_mesh, total_epochs
+from train_series import train_mesh
+from training import total_epochs
 
 log = logging.getLogger("keysphere")
 STAGES = ("load", "spheres", "samples", "train", "qat", "mesh", "eval")
@@ -67,7 +74,17 @@ def matmul_peak(device: torch.device, n: int = 2048, repeat: int = 10) -> float:
     return 2 * n ** 3 / best
 
 
-MATMUL_OPS = ("aten::mm", "aten::addmm", "aten::bmm", "aten::matmul")
+MATMUL_OPS = ("aten::mm", "aten::addmm", "aten::bmm", "aten::baddbmm", "aten::matmul")
+
+
+def one_network(arch: str, cfg: TrainConfig, device: torch.device, num_spheres: int):
+    """A fresh network of ``arch`` with random spheres, as a one-network stack, and its Adam."""
+    from training import NetworkStack, model_args_for
+
+    spheres = torch.cat([torch.rand(num_spheres, 3) * 1.6 - 0.8, -0.1 * torch.rand(num_spheres, 1)], 1)
+    stack = NetworkStack.new(arch, model_args_for(arch, cfg, num_spheres), [None if arch == "ni" else spheres],
+                             0, device)
+    return stack, torch.optim.Adam(stack.params.values(), lr=cfg.lr, fused=True)
 
 
 def step_breakdown(arch: str, cfg: TrainConfig, device: torch.device, num_spheres: int, steps: int = 50) -> dict:
@@ -81,17 +98,13 @@ def step_breakdown(arch: str, cfg: TrainConfig, device: torch.device, num_sphere
     """
     from torch.profiler import ProfilerActivity, profile
 
-    from train_series import model_args_for, new_model, precompute, training_step
+    stack, opt = one_network(arch, cfg, device, num_spheres)
+    x = stack.precompute(torch.rand(1, cfg.batch_size, 3, device=device) * 2 - 1)
+    y = torch.rand(1, cfg.batch_size, device=device) * 0.1
 
-    spheres = torch.cat([torch.rand(num_spheres, 3) * 1.6 - 0.8, -0.1 * torch.rand(num_spheres, 1)], 1)
-    model, opt = new_model(arch, model_args_for(arch, cfg, num_spheres), None if arch == "ni" else spheres.to(device),
-                           cfg, 0, device)
-    x = precompute(model, torch.rand(cfg.batch_size, 3, device=device) * 2 - 1)
-    y = torch.rand(cfg.batch_size, device=device) * 0.1
-
-    def step():  # the step of train_series.run_epochs
+    def step():  # the step of training.run_epochs
         opt.zero_grad(set_to_none=True)
-        training_step(model, x, y)
+        stack.step(x, y)
         opt.step()
 
     for _ in range(10):
@@ -114,33 +127,31 @@ def step_breakdown(arch: str, cfg: TrainConfig, device: torch.device, num_sphere
 
 def step_throughput(arch: str, cfg: TrainConfig, device: torch.device, num_spheres: int,
                     steps: int = 100) -> dict:
-    """Training points per second of ``train_series.training_step`` (hand-written backward on precomputed
-    inputs) and of the plain autograd step (``l1_loss(model(points))``) on the same model and batches.
+    """Training points per second of ``NetworkStack.step`` (hand-written backward on precomputed inputs, one
+    network) and of the plain autograd step (``l1_loss(model(points))``) on the same model and batches.
 
     Returns
     -------
     dict with ``hand`` and ``autograd`` points per second (best of three passes of ``steps`` steps each).
     """
-    from train_series import model_args_for, new_model, precompute, training_step
-
-    spheres = torch.cat([torch.rand(num_spheres, 3) * 1.6 - 0.8, -0.1 * torch.rand(num_spheres, 1)], 1)
-    model, opt = new_model(arch, model_args_for(arch, cfg, num_spheres), None if arch == "ni" else spheres.to(device),
-                           cfg, 0, device)
+    stack, opt = one_network(arch, cfg, device, num_spheres)
+    model = stack.export(0).to(device)
+    model_opt = torch.optim.Adam(model.parameters(), lr=cfg.lr, fused=True)
     n = cfg.batch_size * steps
     points = torch.rand(n, 3, device=device) * 2 - 1
     target = torch.rand(n, device=device) * 0.1
-    inputs = precompute(model, points)
+    inputs = stack.precompute(points.unsqueeze(0))
 
     def autograd_pass():
         for s in range(0, n, cfg.batch_size):
-            opt.zero_grad(set_to_none=True)
+            model_opt.zero_grad(set_to_none=True)
             torch.nn.functional.l1_loss(model(points[s:s + cfg.batch_size]), target[s:s + cfg.batch_size]).backward()
-            opt.step()
+            model_opt.step()
 
     def hand_pass():
         for s in range(0, n, cfg.batch_size):
             opt.zero_grad(set_to_none=True)
-            training_step(model, inputs[s:s + cfg.batch_size], target[s:s + cfg.batch_size])
+            stack.step(inputs[:, s:s + cfg.batch_size], target[None, s:s + cfg.batch_size])
             opt.step()
 
     best = {"hand": 0.0, "autograd": 0.0}
@@ -156,31 +167,65 @@ def step_throughput(arch: str, cfg: TrainConfig, device: torch.device, num_spher
     return best
 
 
+def series(mesh_dir: str, config: str, arch: str, device: torch.device, out: str | None, overrides: list[str]) -> None:
+    """``--series``: run train_series.py on the folder and report what a dataset user sees."""
+    import csv
+
+    import train_series
+
+    peak = matmul_peak(device, 8192 if device.type == "cuda" else 2048)
+    cfg = TrainConfig.load(config, overrides)
+    with tempfile.TemporaryDirectory() as tmp:
+        run = Path(out or tmp)
+        start = time.perf_counter()
+        train_series.main(["--mesh-dir", mesh_dir, "--config", config, "--arch", arch, "--out", str(run),
+                           "--device", str(device), "--cache-dir", "none", "--force", "--quiet", *overrides])
+        wall = time.perf_counter() - start
+        rows = [r for r in csv.DictReader(open(run / "summary.csv")) if r["status"].startswith("ok")]
+        timings = [torch.load(run / r["mesh"] / "model.pt", weights_only=True)["timings"] for r in rows]
+    if not rows:
+        raise InputError(f"{mesh_dir}: no mesh went through")
+    busy = sum(t.get("train", 0) + t.get("qat", 0) for t in timings)  # each mesh carries its share of its group
+    points = len(rows) * cfg.num_samples * (total_epochs(cfg) + (cfg.qat_epochs if cfg.codec_bits < 32 else 0))
+    cpu = {s: statistics.median(t.get(s, 0) for t in timings) for s in ("load", "spheres", "samples", "mesh")}
+    sys.stdout.write(f"{len(rows)} meshes in {wall:.1f} s: {wall / len(rows):.2f} s per mesh end to end ({device}, "
+                     f"{Path(config).name} {' '.join(overrides)})\n"
+                     f"training (all groups, quantization-aware fine-tuning included) {busy:.1f} s: "
+                     f"{points / busy / 1e6:.1f} M points/s; the device waited for the CPU stages "
+                     f"{100 * max(0.0, 1 - busy / wall):.0f}% of the wall time\n"
+                     f"CPU stages per mesh (median, one core each): "
+                     + ", ".join(f"{k} {v:.1f} s" for k, v in cpu.items())
+                     + f"\nfloat32 matmul peak of the device, same run: {peak / 1e12:.1f} TFLOP/s\n")
+
+
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--mesh-dir", required=True, help="folder of meshes")
     parser.add_argument("--config", default=str(PROJECT_ROOT / "configs" / "default.yaml"), help="YAML config")
     parser.add_argument("--arch", choices=("keysphere", "latent", "ni"), default="keysphere")
     parser.add_argument("--device", default="auto", help="cpu, cuda or auto")
+    parser.add_argument("--series", action="store_true",
+                        help="time train_series.py on the whole folder (groups on a GPU) instead of stage by stage")
+    parser.add_argument("--out", help="with --series: keep the run in this folder (default: a temporary one)")
     add_logging_flags(parser)
     args, overrides = parser.parse_known_args(argv)
     setup_logging(args.quiet, args.verbose)
-    cfg = TrainConfig.load(args.config, overrides)
     device = pick_device(args.device)
+    if args.series:
+        series(args.mesh_dir, args.config, args.arch, device, args.out, overrides)
+        return 0
+    cfg = TrainConfig.load(args.config, overrides)
     if cfg.threads > 0:
         torch.set_num_threads(cfg.threads)
     peak = matmul_peak(device)
     rows = []
     with tempfile.TemporaryDirectory() as tmp:
         for path in list_meshes(args.mesh_dir):
-            work = RunPaths(Path(tmp) / path.stem)
-            work.dir.mkdir()
-            try:
-                timings = encode_mesh(path, args.arch, cfg, device, work, None, quiet=True)["timings"]
-            except InputError as exc:
-                log.error("%s: failed: %s", path.name, exc)
+            row = train_mesh(path, Path(tmp), args.arch, cfg, device, None, force=True, quiet=True)
+            if row["status"].startswith("failed"):
                 continue
-            info = torch.load(work.checkpoint, weights_only=True)
+            timings = row["timings"]
+            info = torch.load(RunPaths(Path(tmp) / path.stem).checkpoint, weights_only=True)
             start = time.perf_counter()
             evaluate.evaluate_run(evaluate.GroundTruth(path), Path(tmp), path.stem, device)
             timings["eval"] = time.perf_counter() - start

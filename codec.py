@@ -8,7 +8,8 @@ Layout (all integers little-endian):
     magic  b"KSDF" | version u8 | coder u8 (1 = LZMA) | payload length u32 | payload | CRC-32 u32
 
 The CRC-32 covers every byte before it. The payload, once decompressed, is a u32 length, a JSON header
-(architecture, model_args, bits, normalization, and per tensor its name, shape and scheme) and the tensor
+(architecture, model_args, bits, normalization, optionally the mesh's kind and the sheet's shell, and per
+tensor its name, shape and scheme) and the tensor
 data in header order. Scheme ``q``: per output row a float16 scale and the row's values as signed integers
 of ``bits`` bits, bit-packed (value = integer * scale). Scheme ``f32``: raw float32. Sphere centres and SDFs
 are quantized like weights (one row per coordinate). Decoding runs no code from the file: no pickle.
@@ -53,9 +54,12 @@ def unpack_bits(data: bytes, count: int, bits: int) -> np.ndarray:
     return unsigned - (1 << (bits - 1))
 
 
-def quantization_rows(name: str, w: torch.Tensor) -> torch.Tensor:
+def quantization_rows(name: str, w: torch.Tensor, stacked: bool = False) -> torch.Tensor:
     """The 2-D rows a tensor is quantized by: output rows of weights (a 1-D bias is one row), coordinate
-    columns of the (M, 4) spheres (centres and SDFs have different ranges)."""
+    columns of the (M, 4) spheres (centres and SDFs have different ranges). ``stacked``: ``w`` holds K
+    networks' tensors (leading dimension K, not spheres) and the rows are those of each network in turn."""
+    if stacked:
+        return w.reshape(w.shape[0] * w.shape[1], -1) if w.ndim > 2 else w.reshape(w.shape[0], -1)
     return w.T if name == "spheres" else w.reshape(w.shape[0], -1) if w.ndim > 1 else w.reshape(1, -1)
 
 
@@ -68,7 +72,7 @@ def quantize_rows(rows: torch.Tensor, bits: int) -> tuple[torch.Tensor, torch.Te
 
 
 @torch.no_grad()
-def fake_quantize(name: str, w: torch.Tensor, bits: int) -> torch.Tensor:
+def fake_quantize(name: str, w: torch.Tensor, bits: int, stacked: bool = False) -> torch.Tensor:
     """``w`` as the decoder will see it after ``encode`` at ``bits`` bits: the encoder's own quantization,
     on ``w``'s device, so quantization-aware training trains through exactly what ships.
 
@@ -78,6 +82,8 @@ def fake_quantize(name: str, w: torch.Tensor, bits: int) -> torch.Tensor:
         State-dict name (``spheres`` is quantized per coordinate column, weights per output row).
     w : tensor of any shape
     bits : int
+    stacked : bool
+        ``w`` holds K networks' tensors along its first dimension (see ``quantization_rows``).
 
     Returns
     -------
@@ -86,9 +92,9 @@ def fake_quantize(name: str, w: torch.Tensor, bits: int) -> torch.Tensor:
     w = w.detach().float()
     if bits == 32:
         return w.clone()
-    q, scale = quantize_rows(quantization_rows(name, w), bits)
+    q, scale = quantize_rows(quantization_rows(name, w, stacked), bits)
     values = q * scale[:, None]
-    return (values.T if name == "spheres" else values.reshape(w.shape)).contiguous()
+    return (values.T if name == "spheres" and not stacked else values.reshape(w.shape)).contiguous()
 
 
 def row_scales(max_abs: torch.Tensor, levels: int) -> torch.Tensor:
@@ -101,8 +107,10 @@ def row_scales(max_abs: torch.Tensor, levels: int) -> torch.Tensor:
     return torch.where(scale == 0, torch.ones_like(scale), scale)
 
 
-def encode(model: torch.nn.Module, arch: str, model_args: dict, bits: int, normalization: dict | None) -> bytes:
-    """Bytes of a ``.ksdf`` file for ``model`` with weights at ``bits`` bits (32: float32)."""
+def encode(model: torch.nn.Module, arch: str, model_args: dict, bits: int, normalization: dict | None,
+           surface: dict | None = None) -> bytes:
+    """Bytes of a ``.ksdf`` file for ``model`` with weights at ``bits`` bits (32: float32); ``surface``
+    (``kind``, ``shell``) says how to mesh the field (a sheet's shell is moved back onto the sheet)."""
     if bits not in SUPPORTED_BITS:
         raise InputError(f"bits must be one of 2..16 or 32, got {bits}")
     tensors, blobs = [], []
@@ -116,7 +124,7 @@ def encode(model: torch.nn.Module, arch: str, model_args: dict, bits: int, norma
         tensors.append({"name": name, "shape": list(w.shape), "scheme": "q", "rows": len(scale)})
         blobs.append(scale.numpy().astype("<f2").tobytes() + pack_bits(q.long().numpy().ravel(), bits))
     header = json.dumps({"arch": arch, "model_args": model_args, "bits": bits, "normalization": normalization,
-                         "tensors": tensors}, separators=(",", ":")).encode()
+                         **surface_info(surface), "tensors": tensors}, separators=(",", ":")).encode()
     payload = struct.pack("<I", len(header)) + header + b"".join(struct.pack("<I", len(b)) + b for b in blobs)
     packed = lzma.compress(payload, format=lzma.FORMAT_RAW, filters=[{"id": lzma.FILTER_LZMA2, "preset": 9}])
     body = MAGIC + struct.pack("<BBI", VERSION, CODER_LZMA, len(packed)) + packed
@@ -163,13 +171,20 @@ def decode(data: bytes, name: str = "<bytes>") -> tuple[torch.nn.Module, dict]:
     except Exception as exc:  # a valid checksum over inconsistent content: written by something else
         raise InputError(f"{name}: inconsistent .ksdf content ({type(exc).__name__}: {str(exc)[:80]})") from None
     info = {k: header[k] for k in ("arch", "model_args", "bits", "normalization")}
-    info["bytes"] = len(data)
+    info.update(surface_info(header), bytes=len(data))
     return model.eval(), info
 
 
-def write(path: str | Path, model, arch, model_args, bits, normalization) -> int:
+def surface_info(info: dict | None) -> dict:
+    """``kind`` (closed, leaky, sheet; None when unknown) and ``shell`` (0 unless a sheet) of a header or a
+    checkpoint's info; files written before meshes had kinds have neither."""
+    info = info or {}
+    return {"kind": info.get("kind"), "shell": float(info.get("shell") or 0.0)}
+
+
+def write(path: str | Path, model, arch, model_args, bits, normalization, surface: dict | None = None) -> int:
     """Write a ``.ksdf`` file atomically; returns its size in bytes."""
-    data = encode(model, arch, model_args, bits, normalization)
+    data = encode(model, arch, model_args, bits, normalization, surface)
     atomic_write(path, lambda tmp: Path(tmp).write_bytes(data))
     return len(data)
 
@@ -199,7 +214,8 @@ def main(argv=None) -> int:
     if not (args.model and args.out):
         raise InputError("give --model and --out to encode, or --info FILE")
     model, info = load_checkpoint(args.model)
-    size = write(args.out, model, info["arch"], info["model_args"], args.bits, info.get("normalization"))
+    size = write(args.out, model, info["arch"], info["model_args"], args.bits, info.get("normalization"),
+                 surface_info(info))
     log.info("%s: %d bytes at %d bits", args.out, size, args.bits)
     return 0
 

@@ -92,6 +92,11 @@ class TrainConfig:
     num_samples: int = 500_000
     uniform_fraction: float = 0.0
     train_on_spheres: bool = True
+    sheet_shell: float = 0.01
+    mine_fraction: float = 0.0
+    mine_at: float = 0.5
+    mine_rounds: int = 1
+    mine_kinds: str = "sheet"
     # optimisation
     epochs: int = 40
     batch_size: int = 2048
@@ -103,6 +108,7 @@ class TrainConfig:
     restart_epochs: int = 5
     threads: int = 0
     workers: int = 1
+    group: int = 0
     # export
     mesh_res: int = 128
     codec_bits: int = 10
@@ -117,8 +123,15 @@ class TrainConfig:
         for name in ("num_spheres", "layers", "width", "epochs", "batch_size", "num_samples", "restarts"):
             if getattr(self, name) < 1:
                 raise InputError(f"config value {name} must be at least 1, got {getattr(self, name)}")
-        if self.workers < 0 or self.threads < 0:
-            raise InputError("config values workers and threads must be 0 (automatic) or more")
+        if self.workers < 0 or self.threads < 0 or self.group < 0:
+            raise InputError("config values workers, threads and group must be 0 (automatic) or more")
+        if not (0 <= self.mine_fraction <= 1 and 0 < self.mine_at < 1 and self.mine_rounds >= 1):
+            raise InputError("config values mine_fraction must be in [0, 1], mine_at in (0, 1), mine_rounds >= 1")
+        kinds = [k.strip() for k in self.mine_kinds.split(",") if k.strip()]
+        if not set(kinds) <= {"closed", "leaky", "sheet"}:
+            raise InputError(f"config value mine_kinds must list closed, leaky or sheet, got {self.mine_kinds!r}")
+        if not 0 < self.sheet_shell < 0.5:
+            raise InputError(f"config value sheet_shell must be in (0, 0.5), got {self.sheet_shell}")
         if self.restarts > 1 and not 0 < self.restart_epochs <= self.epochs:
             raise InputError("config value restart_epochs must be between 1 and epochs")
 

@@ -39,7 +39,8 @@ from common import (
     run_main,
     setup_logging,
 )
-from sphere_sampler import Mesh, inside, load_mesh, normalize_mesh, sample_surface, signed_distance
+from mesh_kind import TargetField, winding_number
+from sphere_sampler import Mesh, load_mesh, normalize_mesh, sample_surface
 
 log = logging.getLogger("keysphere")
 
@@ -48,8 +49,8 @@ IOU_SAMPLES = 100_000
 FSCORE_TAU = 0.01
 NEAR_SURFACE_STD = 0.01
 SDF_GRID_RES = 32
-METRICS = ("cd2", "cd1", "cd2_exact", "cd1_exact", "giou", "iou", "normal_consistency", "fscore",
-           "sdf_grid", "sdf_surface", "sdf_importance", "floor_cd2")
+METRICS = ("cd2", "cd2_gt_to_rec", "cd2_rec_to_gt", "cd1", "cd2_exact", "cd1_exact", "giou", "iou",
+           "normal_consistency", "fscore", "sdf_grid", "sdf_surface", "sdf_importance", "floor_cd2")
 TABLE_METRICS = (("cd2", "CD2", "{:.4f}"), ("giou", "gIoU", "{:.2f}"), ("fscore", "F@0.01", "{:.3f}"),
                  ("normal_consistency", "NC", "{:.3f}"), ("numbers", "numbers", "{:.0f}"), ("bytes", "bytes", "{:.0f}"),
                  ("seconds", "s", "{:.0f}"))
@@ -69,12 +70,14 @@ def chamfer(a: np.ndarray, b: np.ndarray) -> dict:
 
     Returns
     -------
-    dict with ``cd2`` (mean squared nearest distance a->b plus b->a, x1e3), ``cd1`` (same, unsquared, x1e3),
-    and the raw nearest distances ``d_ab`` (N,), ``d_ba`` (M,), ``i_ab``, ``i_ba`` (nearest indices).
+    dict with ``cd2`` (mean squared nearest distance a->b plus b->a, x1e3), its two terms ``cd2_ab`` and
+    ``cd2_ba``, ``cd1`` (same, unsquared, x1e3), and the raw nearest distances ``d_ab`` (N,), ``d_ba`` (M,),
+    ``i_ab``, ``i_ba`` (nearest indices).
     """
     d_ab, i_ab = cKDTree(b).query(a, workers=-1)
     d_ba, i_ba = cKDTree(a).query(b, workers=-1)
-    return {"cd2": 1e3 * (np.mean(d_ab ** 2) + np.mean(d_ba ** 2)), "cd1": 1e3 * (d_ab.mean() + d_ba.mean()),
+    cd2_ab, cd2_ba = 1e3 * np.mean(d_ab ** 2), 1e3 * np.mean(d_ba ** 2)
+    return {"cd2": cd2_ab + cd2_ba, "cd2_ab": cd2_ab, "cd2_ba": cd2_ba, "cd1": 1e3 * (d_ab.mean() + d_ba.mean()),
             "d_ab": d_ab, "d_ba": d_ba, "i_ab": i_ab, "i_ba": i_ba}
 
 
@@ -115,36 +118,44 @@ def normal_consistency(n_a: np.ndarray, n_b: np.ndarray, i_ab: np.ndarray, i_ba:
 
 
 class GroundTruth:
-    """Normalized ground-truth mesh with its fixed, seeded samples (shared by every run of a mesh)."""
+    """Normalized ground-truth mesh with its kind and fixed, seeded samples (shared by every run of a mesh).
+
+    Occupancy (gIoU, IoU) follows the kind's sign (``mesh_kind``); a sheet has no inside, so no IoU. The
+    SDF errors compare with the kind's target: the signed distance, or for a sheet the unsigned distance
+    minus the run's shell.
+    """
 
     def __init__(self, path: Path):
         self.mesh, _ = normalize_mesh(load_mesh(path))
+        field = TargetField.of(self.mesh, sheet_shell=0.0)  # for a sheet: the unsigned distance
+        self.kind = field.kind
         self.points, self.normals = sample_surface(self.mesh, CHAMFER_SAMPLES, seed=0)
         rng = np.random.default_rng(0)
         # gIoU as NGLOD draws it: half uniform in the cube, half near the surface
         uniform = rng.uniform(-1, 1, (IOU_SAMPLES, 3))
         near = sample_surface(self.mesh, IOU_SAMPLES, seed=3)[0] + rng.normal(0, NEAR_SURFACE_STD, (IOU_SAMPLES, 3))
         self.iou_points = np.concatenate([uniform, near])
-        self.iou_inside = inside(self.iou_points, self.mesh)
+        self.iou_inside = field.inside(self.iou_points) if self.kind != "sheet" else None
         axis = (np.arange(SDF_GRID_RES) + 0.5) / SDF_GRID_RES * 2 - 1
         self.grid = np.stack(np.meshgrid(axis, axis, axis, indexing="ij"), -1).reshape(-1, 3)
-        self.grid_sdf = signed_distance(self.grid, self.mesh)
+        self.grid_sdf = field.sdf(self.grid)
         self.near = near[: IOU_SAMPLES // 4]
-        self.near_sdf = signed_distance(self.near, self.mesh)
+        self.near_sdf = field.sdf(self.near)
         resample, _ = sample_surface(self.mesh, CHAMFER_SAMPLES, seed=2)
         self.floor_cd2 = chamfer(resample, self.points)["cd2"]
 
 
 @torch.no_grad()
-def sdf_errors(model: torch.nn.Module, gt: GroundTruth, device) -> dict:
-    """Mean |predicted - true SDF| on a regular grid, on surface samples (true 0) and near the surface."""
+def sdf_errors(model: torch.nn.Module, gt: GroundTruth, device, shell: float = 0.0) -> dict:
+    """Mean |predicted - true target| on a regular grid, on surface samples and near the surface; the target
+    is the signed distance, or for a sheet's shell (``shell`` > 0) the unsigned distance minus ``shell``."""
     def predict(points):
         return model(torch.as_tensor(points, dtype=torch.float32, device=device)).cpu().double().numpy()
 
     model = model.to(device).eval()
-    return {"sdf_grid": np.abs(predict(gt.grid) - gt.grid_sdf).mean(),
-            "sdf_surface": np.abs(predict(gt.points[:32768])).mean(),
-            "sdf_importance": np.abs(predict(gt.near) - gt.near_sdf).mean()}
+    return {"sdf_grid": np.abs(predict(gt.grid) - (gt.grid_sdf - shell)).mean(),
+            "sdf_surface": np.abs(predict(gt.points[:32768]) + shell).mean(),
+            "sdf_importance": np.abs(predict(gt.near) - (gt.near_sdf - shell)).mean()}
 
 
 def find_run_files(run_dir: Path, name: str) -> tuple[Path | None, Path | None]:
@@ -165,11 +176,12 @@ def evaluate_run(gt: GroundTruth, run_dir: Path, name: str, device) -> dict:
     from modelmesher import mesh_model
 
     recon_path, model_path = find_run_files(run_dir, name)
-    row = {}
-    model = None
+    row = {"kind": gt.kind}
+    model, shell = None, 0.0
     compressed = RunPaths(run_dir / name).compressed
     if model_path is not None:
         model, info = load_checkpoint(model_path)
+        shell = float(info.get("shell") or 0.0)
         numbers = count_numbers(model)
         row.update(numbers=numbers, bytes=4 * numbers, float_bytes=4 * numbers, seconds=info.get("seconds", math.nan))
     if compressed.is_file():
@@ -177,22 +189,26 @@ def evaluate_run(gt: GroundTruth, run_dir: Path, name: str, device) -> dict:
         row.update(bytes=compressed.stat().st_size, ksdf_bytes=compressed.stat().st_size)
         row.setdefault("numbers", count_numbers(model))
     if model is not None:
-        row.update(sdf_errors(model, gt, device))
+        row.update(sdf_errors(model, gt, device, shell))
     if recon_path is not None:
         recon = load_mesh(recon_path)
     elif model is not None:
-        tm = mesh_model(model, 128, device)
+        tm = mesh_model(model, 128, device, shell=shell)
         recon = Mesh(np.asarray(tm.vertices, dtype=np.float64), np.asarray(tm.faces, dtype=np.int64))
     else:
         raise InputError(f"{run_dir}: no reconstruction or model for {name}")
     points, normals = sample_surface(recon, CHAMFER_SAMPLES, seed=1)
     cd = chamfer(points, gt.points)
-    row.update(cd2=cd["cd2"], cd1=cd["cd1"], fscore=fscore(cd["d_ab"], cd["d_ba"]),
+    row.update(cd2=cd["cd2"], cd2_rec_to_gt=cd["cd2_ab"], cd2_gt_to_rec=cd["cd2_ba"], cd1=cd["cd1"],
+               fscore=fscore(cd["d_ab"], cd["d_ba"]),
                normal_consistency=normal_consistency(normals, gt.normals, cd["i_ab"], cd["i_ba"]))
     row["cd2_exact"], row["cd1_exact"] = exact_chamfer(points, recon, gt.points, gt.mesh)
-    pred = inside(gt.iou_points, recon)
-    row["giou"] = iou(pred, gt.iou_inside)
-    row["iou"] = iou(pred[:IOU_SAMPLES], gt.iou_inside[:IOU_SAMPLES])
+    if gt.iou_inside is None:  # a sheet encloses nothing: IoU is undefined, not 0
+        row["giou"] = row["iou"] = math.nan
+    else:
+        pred = winding_number(gt.iou_points, recon.vertices, recon.faces) > 0.5  # the reconstruction is closed
+        row["giou"] = iou(pred, gt.iou_inside)
+        row["iou"] = iou(pred[:IOU_SAMPLES], gt.iou_inside[:IOU_SAMPLES])
     row["floor_cd2"] = gt.floor_cd2
     return row
 
@@ -222,7 +238,7 @@ def markdown_table(rows: list[dict], runs: list[str], meshes: list[str],
     With ``ratio = (a, b)`` a last column gives CD2(a) / CD2(b) per mesh, and its mean and median.
     """
     by_key = {(r["mesh"], r["run"]): r for r in rows}
-    header = ["mesh"] + [f"{label} {run}" for _, label, _ in TABLE_METRICS for run in runs] + ["floor CD2"]
+    header = ["mesh", "kind"] + [f"{label} {run}" for _, label, _ in TABLE_METRICS for run in runs] + ["floor CD2"]
     if ratio:
         header.append(f"CD2 {ratio[0]}/{ratio[1]}")
     lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
@@ -231,19 +247,23 @@ def markdown_table(rows: list[dict], runs: list[str], meshes: list[str],
         return "-" if value is None or (isinstance(value, float) and not math.isfinite(value)) else fmt.format(value)
 
     for mesh in meshes:
-        cells = [mesh]
+        kind = next((r["kind"] for r in rows if r["mesh"] == mesh and r.get("kind")), "-")
+        cells = [mesh, kind]
         for key, _, fmt in TABLE_METRICS:
             for run in runs:
                 r = by_key.get((mesh, run), {})
                 status = r.get("status", "missing")
-                cells.append(cell(r.get(key), fmt) if status == "ok" else status.split(":")[0])
+                if status == "ok" and key == "giou" and kind == "sheet":
+                    cells.append("n/a")  # a sheet encloses nothing
+                else:
+                    cells.append(cell(r.get(key), fmt) if status == "ok" else status.split(":")[0])
         floor = next((r.get("floor_cd2") for r in rows if r["mesh"] == mesh and r.get("floor_cd2")), None)
         cells.append(cell(floor, "{:.4f}"))
         if ratio:
             cells.append(cell(cd2_ratio(rows, mesh, ratio), "{:.3f}"))
         lines.append("| " + " | ".join(cells) + " |")
     for i, label in enumerate(("mean", "median")):
-        cells = [f"**{label}**"]
+        cells = [f"**{label}**", ""]
         for key, _, fmt in TABLE_METRICS:
             for run in runs:
                 vals = [by_key[(m, run)].get(key) for m in meshes
@@ -257,7 +277,7 @@ def markdown_table(rows: list[dict], runs: list[str], meshes: list[str],
 
 
 def write_csv(path: Path, rows: list[dict]) -> None:
-    fields = ["mesh", "run", "status", *METRICS, "numbers", "bytes", "float_bytes", "ksdf_bytes", "seconds"]
+    fields = ["mesh", "run", "status", "kind", *METRICS, "numbers", "bytes", "float_bytes", "ksdf_bytes", "seconds"]
     buf = io.StringIO()
     writer = csv.DictWriter(buf, fieldnames=fields, extrasaction="ignore")
     writer.writeheader()
@@ -286,7 +306,7 @@ def rd_rows(gt: GroundTruth, runs: list[str], run_dirs: list[Path], name: str, d
             curves[run] = rd.codec_points(model, info, gt.points, CHAMFER_SAMPLES, device)
         if paths.compressed.is_file():
             model, info = load_checkpoint(paths.compressed)
-            mesh = rd.model_mesh(model, device)
+            mesh = rd.model_mesh(model, device, float(info.get("shell") or 0.0))
             curves[f"{run} shipped"] = [{
                 "setting": f"model.ksdf ({info['bits']}-bit)", "bytes": paths.compressed.stat().st_size,
                 "cd2": rd.surface_cd2(mesh, gt.points, CHAMFER_SAMPLES) if mesh is not None else math.inf}]

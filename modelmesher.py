@@ -108,9 +108,42 @@ def mesh_from_volume(volume: np.ndarray, level: float | str = "auto") -> tuple[n
     return verts - 1.0, faces.astype(np.int64)
 
 
+def project_onto_sheet(model: torch.nn.Module, vertices: np.ndarray, shell: float,
+                       device: torch.device | str = "cpu", chunk: int = 1 << 16) -> np.ndarray:
+    """Move the vertices of a shell field's zero set back onto the sheet it surrounds.
+
+    A sheet's network learns f = distance - ``shell``; a vertex v of f = 0 sits ``shell`` off the sheet, so
+    v - (f(v) + shell) grad f / |grad f| lies on it. Both sides of the shell land on the sheet: the mesh has
+    two coincident layers, facing opposite ways.
+
+    Parameters
+    ----------
+    vertices : (V, 3) array
+    shell : float
+
+    Returns
+    -------
+    (V, 3) float64 array.
+    """
+    model = model.to(device).eval()
+    moved = []
+    for start in range(0, len(vertices), chunk):
+        v = torch.as_tensor(vertices[start:start + chunk], dtype=torch.float32, device=device).requires_grad_(True)
+        with torch.enable_grad():
+            f = model(v)
+            (grad,) = torch.autograd.grad(f.sum(), v)
+        direction = grad / grad.norm(dim=1, keepdim=True).clamp_min(1e-6)
+        moved.append((v - (f + shell).unsqueeze(1) * direction).detach().cpu().double().numpy())
+    return np.concatenate(moved) if moved else np.zeros((0, 3))
+
+
 def mesh_model(model: torch.nn.Module, res: int = 128, device: torch.device | str = "cpu",
-               level: float | str = "auto") -> trimesh.Trimesh:
-    """Marching cubes of a network at ``res``^3 in the normalized frame."""
+               level: float | str = "auto", shell: float = 0.0) -> trimesh.Trimesh:
+    """Marching cubes of a network at ``res``^3 in the normalized frame. A sheet's shell field (``shell`` > 0,
+    stored with the model) is meshed at level 0 and its vertices moved back onto the sheet."""
+    if shell > 0:
+        verts, faces = mesh_from_volume(evaluate_grid(model, res, device), 0.0 if level == "auto" else level)
+        return trimesh.Trimesh(project_onto_sheet(model, verts, shell, device), faces, process=False)
     verts, faces = mesh_from_volume(evaluate_grid(model, res, device), level)
     return trimesh.Trimesh(verts, faces, process=False)
 
@@ -131,7 +164,8 @@ def main(argv=None) -> int:
     parser.add_argument("--original-frame", action="store_true",
                         help="write in the input mesh's original coordinates instead of the normalized frame")
     parser.add_argument("--level", default="auto",
-                        help="iso-level (default auto: 0, or just above the minimum for open sheets)")
+                        help="iso-level (default auto: 0; for models older than mesh kinds, just above the minimum of "
+                             "a field that never goes negative)")
     parser.add_argument("--device", default="auto", help="cpu, cuda or auto (default: cuda when present)")
     add_logging_flags(parser)
     args = parser.parse_args(argv)
@@ -149,7 +183,7 @@ def main(argv=None) -> int:
     model, info = load_checkpoint(args.model)
     start = time.perf_counter()
     try:
-        mesh = mesh_model(model, args.res, device, args.level)
+        mesh = mesh_model(model, args.res, device, args.level, shell=float(info.get("shell") or 0.0))
     except InputError as exc:
         raise InputError(f"{args.model}: {exc}") from None
     if args.original_frame:

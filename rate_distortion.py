@@ -27,13 +27,14 @@ def surface_cd2(mesh: Mesh, gt_points: np.ndarray, samples: int) -> float:
     return chamfer(sample_surface(mesh, samples, seed=1)[0], gt_points)["cd2"]
 
 
-def model_mesh(model: torch.nn.Module, device) -> Mesh | None:
-    """Marching cubes at 128^3 (as eval.py); None when the field has no surface."""
+def model_mesh(model: torch.nn.Module, device, shell: float = 0.0) -> Mesh | None:
+    """Marching cubes at 128^3 (as eval.py; a sheet's shell moved back onto the sheet); None when the field
+    has no surface."""
     from common import InputError
     from modelmesher import mesh_model
 
     try:
-        tm = mesh_model(model, 128, device)
+        tm = mesh_model(model, 128, device, shell=shell)
     except InputError:
         return None
     return Mesh(np.asarray(tm.vertices, dtype=np.float64), np.asarray(tm.faces, dtype=np.int64))
@@ -45,9 +46,10 @@ def codec_points(model: torch.nn.Module, info: dict, gt_points: np.ndarray, samp
     decoded and meshed: one point per bit depth. A field without surface gets CD2 inf."""
     points = []
     for bits in bits_list:
-        data = codec.encode(model, info["arch"], info["model_args"], bits, info.get("normalization"))
+        data = codec.encode(model, info["arch"], info["model_args"], bits, info.get("normalization"),
+                            codec.surface_info(info))
         decoded, _ = codec.decode(data)
-        mesh = model_mesh(decoded, device)
+        mesh = model_mesh(decoded, device, codec.surface_info(info)["shell"])
         points.append({"setting": f"{bits}-bit PTQ" if bits < 32 else "float32", "bytes": len(data),
                        "cd2": surface_cd2(mesh, gt_points, samples) if mesh is not None else math.inf})
     return points

@@ -9,10 +9,10 @@ from __future__ import annotations
 
 import hashlib
 import logging
+import math
 from dataclasses import dataclass
 from pathlib import Path
 
-import igl
 import miniball
 import numpy as np
 import scipy.ndimage
@@ -21,6 +21,7 @@ import trimesh
 from scipy.spatial import ConvexHull, QhullError
 
 from common import InputError, atomic_write_text
+from mesh_kind import TargetField
 
 log = logging.getLogger("keysphere")
 
@@ -120,9 +121,9 @@ def fit_normalization(vertices: np.ndarray) -> Normalization:
             points = points[ConvexHull(points).vertices]
         except QhullError:  # flat sets have no 3D hull; joggling gives one with a superset of the ball's support
             points = points[ConvexHull(points, qhull_options="QJ").vertices]
-    for _ in range(5):  # miniball pivots at random and now and then hits a singular system: try again
-        try:
-            center, r2 = miniball.get_bounding_ball(points)
+    for attempt in range(5):  # miniball pivots at random and now and then hits a singular system: try again
+        try:  # seeded: the same mesh gets the same frame to the last bit, so reruns write identical files
+            center, r2 = miniball.get_bounding_ball(points, rng=np.random.default_rng(attempt))
             radius = float(np.sqrt(r2))
             break
         except np.linalg.LinAlgError:
@@ -141,37 +142,12 @@ def normalize_mesh(mesh: Mesh) -> tuple[Mesh, Normalization]:
 
 
 # ----------------------------------------------------------------------------------------------------------
-# Ground truth
+# Ground truth: the target and sign of a point depend on the mesh's kind (closed, leaky, sheet), see mesh_kind.py
 
 
-def signed_distance(points: np.ndarray, mesh: Mesh) -> np.ndarray:
-    """Signed distance to the mesh, sign from the fast winding number (so meshes with holes get a sign).
-
-    Parameters
-    ----------
-    points : (N, 3) array
-    mesh : Mesh
-
-    Returns
-    -------
-    (N,) float64 array, negative inside.
-    """
-    points = np.ascontiguousarray(points, dtype=np.float64)
-    if len(points) == 0:
-        return np.zeros(0)
-    s, *_ = igl.signed_distance(points, mesh.vertices, mesh.faces,
-                                sign_type=igl.SIGNED_DISTANCE_TYPE_FAST_WINDING_NUMBER)
-    return np.asarray(s, dtype=np.float64)
-
-
-def inside(points: np.ndarray, mesh: Mesh) -> np.ndarray:
-    """(N,) bool: generalized winding number above 1/2."""
-    points = np.ascontiguousarray(points, dtype=np.float64)
-    return igl.fast_winding_number(mesh.vertices, mesh.faces, points) > 0.5
-
-
-def sample_surface(mesh: Mesh, count: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
-    """Area-uniform surface samples: points (count, 3) and their face normals (count, 3)."""
+def sample_surface(mesh, count: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
+    """Area-uniform surface samples of a ``Mesh`` (or anything with ``vertices`` and ``faces``): points
+    (count, 3) and their face normals (count, 3)."""
     tm = trimesh.Trimesh(mesh.vertices, mesh.faces, process=False)
     points, face_idx = trimesh.sample.sample_surface(tm, count, seed=seed)
     return np.asarray(points), np.asarray(tm.face_normals[face_idx])
@@ -179,12 +155,6 @@ def sample_surface(mesh: Mesh, count: int, seed: int) -> tuple[np.ndarray, np.nd
 
 # ----------------------------------------------------------------------------------------------------------
 # Key spheres (SN-Graph, ICME 2021)
-
-
-def grid_points(res: int) -> np.ndarray:
-    """(res^3, 3) voxel centres (i - res/2) / (res/2), i = 0..res-1, in C order: the authors' convention."""
-    axis = (np.arange(res) - res / 2) / (res / 2)
-    return np.stack(np.meshgrid(axis, axis, axis, indexing="ij"), axis=-1).reshape(-1, 3)
 
 
 def sn_graph_centres(radius: np.ndarray, count: int, min_radius: float) -> np.ndarray:
@@ -234,33 +204,34 @@ def sn_graph_centres(radius: np.ndarray, count: int, min_radius: float) -> np.nd
     return cand[chosen]
 
 
-def extract_key_spheres(mesh: Mesh, count: int = 128, grid: int = 128, min_radius: float = 0.5) -> np.ndarray:
+def extract_key_spheres(field: TargetField, count: int = 128, grid: int = 128, min_radius: float = 0.5) -> np.ndarray:
     """Key spheres of a normalized mesh.
 
-    Occupancy of the ``grid``^3 voxel centres by the fast winding number, inscribed radius by a Euclidean
-    distance transform (distance to the nearest outside voxel centre minus half a voxel), centres by the
-    SN-Graph rule, and the exact signed distance at each centre as the stored radius. A mesh that encloses
-    no voxel (an open sheet) gets its spheres spread over the voxels its surface passes through.
+    Occupancy of the ``grid``^3 voxel centres by the mesh's sign (``TargetField.inside``: the fast winding
+    number for closed meshes), inscribed radius by a Euclidean distance transform (distance to the nearest
+    outside voxel centre minus half a voxel), centres by the SN-Graph rule, and the target at each centre as
+    the stored radius. A mesh that encloses no voxel (a sheet) gets its spheres spread over the voxels its
+    surface passes through.
 
     Parameters
     ----------
-    mesh : Mesh
-        In the normalized frame.
+    field : TargetField
+        The mesh (normalized frame) with its kind.
     count, grid, min_radius
         Number of spheres, grid resolution, smallest candidate radius in voxels.
 
     Returns
     -------
-    (K, 4) float32 array: centre xyz and signed SDF at the centre (negative inside), K <= count.
+    (K, 4) float32 array: centre xyz and the target at the centre (negative inside), K <= count.
     """
-    occupied = inside(grid_points(grid), mesh).reshape(grid, grid, grid)
+    occupied = field.occupancy(grid)
     if occupied.any():
         radius = scipy.ndimage.distance_transform_edt(np.pad(occupied, 1))[1:-1, 1:-1, 1:-1] - 0.5
         radius[~occupied] = 0
     else:
-        # an open sheet encloses nothing: spread unit spheres over the voxels the surface passes through
-        log.warning("the mesh encloses no voxel of the %d^3 grid; key spheres are spread over its surface", grid)
-        surface, _ = sample_surface(mesh, 20 * grid * grid, seed=0)
+        # a sheet encloses nothing: spread unit spheres over the voxels the surface passes through
+        log.info("the mesh encloses no voxel of the %d^3 grid; key spheres are spread over its surface", grid)
+        surface, _ = sample_surface(field, 20 * grid * grid, seed=0)
         radius = np.zeros((grid, grid, grid))
         v = np.clip(np.round((surface + 1) * (grid / 2)).astype(np.int64), 0, grid - 1)
         radius[v[:, 0], v[:, 1], v[:, 2]] = 1.0
@@ -268,7 +239,7 @@ def extract_key_spheres(mesh: Mesh, count: int = 128, grid: int = 128, min_radiu
     if len(voxels) < count:
         log.warning("only %d key spheres fit (asked for %d)", len(voxels), count)
     centres = (voxels - grid / 2) / (grid / 2)
-    sdf = signed_distance(centres, mesh)
+    sdf = field.sdf(centres)
     return np.concatenate([centres, sdf[:, None]], axis=1).astype(np.float32)
 
 
@@ -311,24 +282,28 @@ def read_sphere_file(path: str | Path, grid: int = 128) -> np.ndarray:
     return np.concatenate([(rows[:, :3] - half) / half, -rows[:, 3:] / half], axis=1).astype(np.float32)
 
 
-def sphere_cache_key(mesh_path: Path, count: int, grid: int, min_radius: float) -> str:
-    """Cache key of a mesh's spheres: hash of the file's bytes and the extraction settings."""
+def sphere_cache_key(mesh_path: Path, count: int, grid: int, min_radius: float, kind: str = "closed",
+                     shell: float = 0.0) -> str:
+    """Cache key of a mesh's spheres: hash of the file's bytes, the extraction settings and, unless the mesh
+    is closed, its kind and shell (their targets differ)."""
     digest = hashlib.sha256(Path(mesh_path).read_bytes()).hexdigest()[:16]
-    return f"{digest}_{count}_{grid}_{min_radius:g}"
+    suffix = "" if kind == "closed" else f"_{kind}{shell:g}"
+    return f"{digest}_{count}_{grid}_{min_radius:g}{suffix}"
 
 
-def cached_key_spheres(mesh_path: Path, mesh: Mesh, count: int, grid: int, min_radius: float,
+def cached_key_spheres(mesh_path: Path, field: TargetField, count: int, grid: int, min_radius: float,
                        cache_dir: Path | None) -> np.ndarray:
     """``extract_key_spheres`` with a per-mesh cache of sphere files in ``cache_dir`` (None: no cache)."""
     if cache_dir is None:
-        return extract_key_spheres(mesh, count, grid, min_radius)
-    cached = Path(cache_dir) / f"{sphere_cache_key(mesh_path, count, grid, min_radius)}.txt"
+        return extract_key_spheres(field, count, grid, min_radius)
+    key = sphere_cache_key(mesh_path, count, grid, min_radius, field.kind, field.shell)
+    cached = Path(cache_dir) / f"{key}.txt"
     if cached.is_file():
         try:
             return read_sphere_file(cached, grid)
         except InputError:
             log.warning("%s: unreadable cache entry, extracting again", cached)
-    spheres = extract_key_spheres(mesh, count, grid, min_radius)
+    spheres = extract_key_spheres(field, count, grid, min_radius)
     write_sphere_file(cached, spheres, grid)
     return read_sphere_file(cached, grid)  # so cached and fresh runs see identical numbers
 
@@ -375,15 +350,16 @@ def approx_surface_distance(points: torch.Tensor, surface: np.ndarray, normals: 
     return torch.where(occupied[v], plane, offset.norm(dim=1))
 
 
-def sample_training_points(mesh: Mesh, pool_uniform: int, pool_surface: int, surface_noise: float,
+def sample_training_points(field: TargetField, pool_uniform: int, pool_surface: int, surface_noise: float,
                            beta: float, count: int, seed: int, uniform_fraction: float = 0.0,
                            device: torch.device | str = "cpu") -> tuple[torch.Tensor, torch.Tensor]:
-    """Importance-sampled training points with exact signed distances (the NI paper's sampler).
+    """Importance-sampled training points with their targets (the NI paper's sampler; ``field.sdf``: exact
+    signed distances for closed and leaky meshes, the shell's for sheets).
 
     A pool of ``pool_uniform`` points uniform in [-1, 1]^3 and ``pool_surface`` surface points moved by
     N(0, surface_noise) is drawn on ``device``; ``count`` of them are kept without replacement with weight
     exp(-beta |sdf|). The weights use a cheap distance (``approx_surface_distance``); only the kept points
-    get the exact signed distance, which is the expensive part. A ``uniform_fraction`` of the ``count`` points
+    get the exact target, which is the expensive part. A ``uniform_fraction`` of the ``count`` points
     is instead taken uniformly from the cube: it supervises the far field, where importance sampling puts
     almost nothing, and pulls the network away from the trivial all-zero field early in training.
 
@@ -394,7 +370,7 @@ def sample_training_points(mesh: Mesh, pool_uniform: int, pool_surface: int, sur
     """
     device = torch.device(device)
     gen = torch.Generator(device=device).manual_seed(seed)
-    surface, normals = sample_surface(mesh, max(pool_surface, 100_000), seed)
+    surface, normals = sample_surface(field, max(pool_surface, 100_000), seed)
     surface_t = torch.as_tensor(surface[:pool_surface], dtype=torch.float32, device=device)
     pool = torch.cat([
         torch.rand(pool_uniform, 3, generator=gen, device=device) * 2 - 1,
@@ -407,5 +383,55 @@ def sample_training_points(mesh: Mesh, pool_uniform: int, pool_surface: int, sur
     keys = torch.log(torch.rand(len(pool), generator=gen, device=device)) / weight.clamp_min(1e-30)
     points = torch.cat([pool[torch.topk(keys, count).indices],
                         torch.rand(uniform, 3, generator=gen, device=device) * 2 - 1])
-    sdf = signed_distance(points.cpu().numpy(), mesh)
+    sdf = field.sdf(points.cpu().numpy())
+    return points, torch.as_tensor(sdf, dtype=torch.float32, device=device)
+
+
+def sample_hard_points(predict, field: TargetField, count: int, res: int, band: float, min_error: float,
+                       seed: int, device: torch.device | str = "cpu") -> tuple[torch.Tensor, torch.Tensor]:
+    """Points where a partly trained network is most wrong near its surface, with their targets, for the rest
+    of its training (hard-example mining: films over holes and gaps, floaters).
+
+    A grid of ``res``^3 points jittered within their cells is evaluated by ``predict``; where the network puts
+    its surface or inside (prediction below ``band``) the targets are computed, and the points whose error
+    exceeds ``min_error`` while the prediction or the target lies within ``band`` of zero are the seeds. The
+    worst seeds, each with copies moved by N(0, cell / 2), make up ``count`` points: the error regions are
+    thin, so a coarse grid alone would hold only a few points of each.
+
+    Parameters
+    ----------
+    predict : callable
+        (N, 3) float32 tensor on ``device`` -> (N,) tensor, the network's field.
+    field : TargetField
+    count, res : int
+    band, min_error : float
+    seed : int
+
+    Returns
+    -------
+    points : (K, 3) float32 tensor on ``device``, K <= count (0 when the network errs nowhere)
+    sdf : (K,) float32 tensor on ``device``
+    """
+    device = torch.device(device)
+    gen = torch.Generator(device=device).manual_seed(seed)
+    axis = torch.arange(res, device=device, dtype=torch.float32) * (2 / res) - 1
+    cells = torch.stack(torch.meshgrid(axis, axis, axis, indexing="ij"), -1).reshape(-1, 3)
+    grid = cells + torch.rand(len(cells), 3, generator=gen, device=device) * (2 / res)
+    pred = predict(grid)
+    candidates = torch.nonzero(pred < band).squeeze(1)
+    empty = (torch.zeros(0, 3, device=device), torch.zeros(0, device=device))
+    if len(candidates) == 0:
+        return empty
+    target = torch.as_tensor(field.sdf(grid[candidates].cpu().numpy()), dtype=torch.float32, device=device)
+    error = (pred[candidates] - target).abs()
+    hard = (error > min_error) & ((pred[candidates].abs() < band) | (target.abs() < band))
+    if not hard.any():
+        return empty
+    order = torch.argsort(error[hard], descending=True)[:count]
+    seeds = grid[candidates[hard]][order]
+    copies = math.ceil(count / len(seeds))
+    points = seeds.repeat(copies, 1)[:count]
+    points[len(seeds):] += torch.randn(len(points) - len(seeds), 3, generator=gen, device=device) * (1 / res)
+    points.clamp_(-1, 1)
+    sdf = field.sdf(points.cpu().numpy())
     return points, torch.as_tensor(sdf, dtype=torch.float32, device=device)

@@ -2,32 +2,39 @@
 
     python train_series.py --mesh-dir data/shapes --config configs/default.yaml --arch keysphere --out runs/ks
     python train_series.py ... --epochs=10 --lr=1e-2      # override any config key
+    python train_series.py ... --shard 3/16               # the meshes sorted(...)[3::16], e.g. one SLURM task
+    python train_series.py --out runs/ks --merge          # rebuild runs/ks/summary.csv from what is on disk
 
 Per mesh ``<out>/<mesh>/`` gets ``model.pt`` (self-describing checkpoint), ``model.ksdf`` (compressed,
-see ``codec.py``), ``spheres.txt`` (authors' format),
-``loss.png``, ``train.log`` and ``reconstruction.ply`` (normalized frame); ``<out>/summary.csv`` lists every
-mesh with its status. Meshes already done are skipped unless ``--force``; a failing mesh is reported and
-skipped. Each mesh directory appears whole or not at all.
+see ``codec.py``), ``spheres.txt`` (authors' format), ``loss.png``, ``train.log`` and ``reconstruction.ply``
+(normalized frame); ``<out>/summary.csv`` lists every mesh with its status, a failed mesh also leaves
+``<out>/<mesh>.failed.txt``. Meshes already done are skipped unless ``--force``; a failing mesh is reported
+and skipped. Each mesh directory appears whole or not at all.
+
+On a CPU each mesh trains in its own process (``workers``). On a GPU the meshes train in groups of
+``group`` networks stacked into one model (``training.py``), while a pool of CPU processes loads, samples and
+meshes the others.
 """
 
 from __future__ import annotations
 
 import argparse
-import copy
+import collections
 import csv
 import dataclasses
 import io
 import logging
-import math
 import multiprocessing
 import os
 import shutil
 import time
-from concurrent.futures import ProcessPoolExecutor, as_completed
+from concurrent.futures import FIRST_COMPLETED, ProcessPoolExecutor, as_completed, wait
+from contextlib import contextmanager
+from dataclasses import dataclass
 from pathlib import Path
 
+import numpy as np
 import torch
-import torch.nn.functional as F
 from tqdm import tqdm
 
 import codec
@@ -40,7 +47,6 @@ from common import (
     add_logging_flags,
     atomic_write,
     atomic_write_text,
-    build_model,
     count_numbers,
     list_meshes,
     mesh_name,
@@ -50,264 +56,14 @@ from common import (
     save_checkpoint,
     setup_logging,
 )
+from mesh_kind import TargetField
 from sphere_sampler import cached_key_spheres, load_mesh, normalize_mesh, sample_training_points, write_sphere_file
+from training import Member, Trained, model_args_for, quantization_aware_finetune, train_group
 
 log = logging.getLogger("keysphere")
-SUMMARY_FIELDS = ["mesh", "status", "seconds", "final_loss", "numbers", "bytes", "ksdf_bytes", "checkpoint_bytes",
-                  "watertight"]
-
-
-# ----------------------------------------------------------------------------------------------------------
-# Training
-
-
-def model_args_for(arch: str, cfg: TrainConfig, num_spheres: int) -> dict:
-    if arch == "ni":
-        return {"layers": cfg.ni_layers, "width": cfg.ni_width}
-    return {"num_spheres": num_spheres, "layers": cfg.layers, "width": cfg.width, "feature_dim": cfg.feature_dim,
-            "weighting": cfg.sphere_weighting}
-
-
-def make_scheduler(opt: torch.optim.Optimizer, cfg: TrainConfig, epochs: int, steps_per_epoch: int):
-    """Returns (scheduler, steps_per_batch): per-batch schedules step every batch, plateau every epoch."""
-    if cfg.scheduler == "onecycle":
-        return torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=cfg.lr, total_steps=epochs * steps_per_epoch), True
-    if cfg.scheduler == "cosine":
-        return torch.optim.lr_scheduler.CosineAnnealingLR(opt, T_max=epochs * steps_per_epoch), True
-    if cfg.scheduler == "plateau":
-        return torch.optim.lr_scheduler.ReduceLROnPlateau(opt, factor=cfg.plateau_factor,
-                                                          patience=cfg.plateau_patience), False
-    return None, False
-
-
-def l1_step(layers: list[tuple[torch.Tensor, torch.Tensor]], slope: float, x: torch.Tensor,
-            y: torch.Tensor) -> tuple[torch.Tensor, list[tuple[torch.Tensor, torch.Tensor]]]:
-    """Loss and gradients of mean |f(x) - y| for the MLP f of ``layers`` (LeakyReLU(``slope``) between them,
-    tanh after the last), forward and backward written out by hand.
-
-    The same arithmetic as autograd (a test checks the gradients) without its bookkeeping: for 2048 x 32
-    activations that bookkeeping costs about as much as the matrix products.
-
-    Parameters
-    ----------
-    layers : list of (weight (out, in), bias (out,)) tensors
-    slope : float
-    x : (N, in) tensor
-    y : (N,) tensor of target signed distances
-
-    Returns
-    -------
-    loss : () tensor
-    grads : list of (grad weight, grad bias), one per layer
-    """
-    with torch.no_grad():
-        acts = [x]
-        for weight, bias in layers[:-1]:
-            acts.append(F.leaky_relu_(torch.addmm(bias, acts[-1], weight.t()), slope))
-        out = torch.tanh(torch.addmm(layers[-1][1], acts[-1], layers[-1][0].t()))
-        diff = out.squeeze(1) - y
-        loss = diff.abs().mean()
-        grad = torch.sign(diff).unsqueeze(1).mul_(1.0 / len(y)).mul_(1 - out * out)
-        grads = []
-        for i in range(len(layers) - 1, -1, -1):
-            grads.append((grad.t().mm(acts[i]), grad.sum(0)))
-            if i > 0:
-                # the mask of LeakyReLU from its output: positive exactly where its input was
-                grad = torch.ops.aten.leaky_relu_backward(grad.mm(layers[i][0]), acts[i], slope, True)
-    return loss, grads[::-1]
-
-
-def training_step(model: torch.nn.Module, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
-    """Gradients of the L1 loss for one batch of precomputed inputs ``x`` (see ``precompute``), stored in the
-    parameters' ``.grad``; returns the loss.
-
-    The model's first layer comes from ``model.input_layer()``, a small differentiable function of its
-    parameters (the sphere encoder or latents folded in); autograd carries the first layer's gradient back
-    through it, the rest is ``l1_step``.
-    """
-    weight, bias = model.input_layer()
-    linears = [m for m in model.mlp.model if isinstance(m, torch.nn.Linear)]
-    layers = [(weight.detach(), bias.detach())] + [(lin.weight.detach(), lin.bias.detach()) for lin in linears[1:]]
-    loss, grads = l1_step(layers, model.mlp.model[1].negative_slope, x, y)
-    for lin, (grad_weight, grad_bias) in zip(linears[1:], grads[1:]):
-        lin.weight.grad, lin.bias.grad = grad_weight, grad_bias
-    torch.autograd.backward([weight, bias], list(grads[0]))
-    return loss
-
-
-def precompute(model: torch.nn.Module, points: torch.Tensor, chunk: int = 65536) -> torch.Tensor:
-    """``model.precompute`` over (N, 3) points in chunks (bounded memory): the per-point inputs that do not
-    change during training."""
-    with torch.no_grad():
-        return torch.cat([model.precompute(points[i:i + chunk]) for i in range(0, len(points), chunk)])
-
-
-def training_inputs(model: torch.nn.Module, points: torch.Tensor, spheres: torch.Tensor | None,
-                    cfg: TrainConfig) -> tuple[torch.Tensor, torch.Tensor | None, torch.Tensor | None]:
-    """Precomputed (N, K) training inputs, and the sphere centres precomputed likewise (A, K) with their
-    signed distances (A,) to append to every batch, or None when ``train_on_spheres`` is off or there are none."""
-    if spheres is None or not cfg.train_on_spheres:
-        return precompute(model, points), None, None
-    return precompute(model, points), precompute(model, spheres[:, :3]), spheres[:, 3]
-
-
-def run_epochs(model, opt, inputs, sdf, anchors, anchor_sdf, epochs, cfg, gen, scheduler=None,
-               per_batch=False, progress=None, quantize_bits=None, check=None) -> list[float]:
-    """Train for ``epochs`` epochs of mini-batches sliced from a fresh permutation; returns epoch losses.
-
-    ``inputs`` are the precomputed training points (``precompute``); ``anchors`` (A, K), precomputed likewise,
-    with ``anchor_sdf`` (A,) are appended to every batch (the key-sphere centres).
-    With ``quantize_bits`` every step runs forward and backward with the weights quantized as ``codec.py``
-    stores them and applies the gradient to the float weights (straight-through estimator).
-    ``check(model)``, when given, runs after every epoch; true raises ``Collapsed``.
-    """
-    losses = []
-    n = len(inputs)
-    params = [(name, p) for name, p in model.named_parameters()] if quantize_bits else []
-    for _ in range(epochs):
-        perm = torch.randperm(n, generator=gen, device=inputs.device)
-        shuffled_inputs, shuffled_sdf = inputs[perm], sdf[perm]
-        total = 0.0
-        for start in range(0, n, cfg.batch_size):
-            x = shuffled_inputs[start:start + cfg.batch_size]
-            y = shuffled_sdf[start:start + cfg.batch_size]
-            if anchors is not None:
-                x, y = torch.cat([x, anchors]), torch.cat([y, anchor_sdf])
-            if params:
-                with torch.no_grad():
-                    stash = [p.detach().clone() for _, p in params]
-                    for name, p in params:
-                        p.copy_(codec.fake_quantize(name, p, quantize_bits))
-            opt.zero_grad(set_to_none=True)
-            loss = training_step(model, x, y)
-            if params:
-                with torch.no_grad():
-                    for (_, p), saved in zip(params, stash):
-                        p.copy_(saved)
-            opt.step()
-            if per_batch:
-                scheduler.step()
-            total += loss * len(x)
-        epoch_loss = float(total) / (n + (0 if anchors is None else len(anchors) * math.ceil(n / cfg.batch_size)))
-        if not math.isfinite(epoch_loss):
-            raise InputError("training diverged (loss is not finite); try a lower lr")
-        if scheduler is not None and not per_batch:
-            scheduler.step(epoch_loss)
-        losses.append(epoch_loss)
-        if progress is not None:
-            progress.update(1)
-            progress.set_postfix(loss=f"{epoch_loss:.5f}")
-        if check is not None and check(model):
-            raise Collapsed
-    return losses
-
-
-def total_epochs(cfg: TrainConfig) -> int:
-    """Epochs trained in all: the final model's, plus those of the restarts that lost."""
-    return cfg.epochs + (cfg.restarts - 1) * cfg.restart_epochs if cfg.restarts > 1 else cfg.epochs
-
-
-def new_model(arch, model_args, spheres, cfg, seed, device):
-    """A freshly initialised network (seeded) and its Adam optimizer."""
-    torch.manual_seed(seed)
-    model = build_model(arch, model_args if spheres is None else {**model_args, "spheres": spheres}).to(device)
-    # the fused kernel is ~25% faster for these tiny layers, on CPU and CUDA alike
-    return model, torch.optim.Adam(model.parameters(), lr=cfg.lr, fused=True)
-
-
-class Collapsed(Exception):
-    """Training left the network's field constant (see ``collapsed``)."""
-
-
-def collapsed(model: torch.nn.Module, probe: torch.Tensor, target: torch.Tensor, final: bool) -> bool:
-    """Whether the field has collapsed on the (P, 3) ``probe`` points: it is constant (a saturated tanh or
-    dead units, which no later step can undo), or, at the end of training (``final``), it has one sign where
-    the (P,) ``target`` distances have two."""
-    with torch.no_grad():
-        field = model(probe)
-    if float(field.max() - field.min()) < 1e-5:
-        return True
-    two_signs = bool((target > 0).any() and (target < 0).any())
-    return final and two_signs and not bool((field > 0).any() and (field < 0).any())
-
-
-def train_network(arch: str, cfg: TrainConfig, spheres: torch.Tensor | None, points: torch.Tensor,
-                  sdf: torch.Tensor, device: torch.device, quiet: bool) -> tuple[torch.nn.Module, dict, dict]:
-    """Random restarts (``restart_epochs`` each, best final loss wins), then the winner trains on with the
-    learning-rate schedule for the rest of ``epochs``. A run that collapses (``collapsed``, checked after
-    every epoch, e.g. after a too-large step) is stopped and retrained at half the learning rate, at most
-    twice. Returns (model, model_args, history)."""
-    model_args = model_args_for(arch, cfg, 0 if spheres is None else len(spheres))
-    # every restart has the same spheres, so one precomputation serves them all
-    model = build_model(arch, model_args if spheres is None else {**model_args, "spheres": spheres}).to(device)
-    inputs, anchors, anchor_sdf = training_inputs(model, points, spheres, cfg)
-    probe, target = points[:4096], sdf[:4096]
-    for attempt in range(3):
-        last = attempt == 2
-        try:
-            model, history = train_restarts_then_main(
-                arch, cfg, model_args, spheres, inputs, sdf, anchors, anchor_sdf, device, quiet,
-                check=None if last else lambda m: collapsed(m, probe, target, final=False))
-            if last or not collapsed(model, probe, target, final=True):
-                break
-        except Collapsed:
-            pass
-        log.warning("training collapsed at lr %g (the field is constant or one-signed); retrying at lr %g",
-                    cfg.lr, cfg.lr / 2)
-        cfg = dataclasses.replace(cfg, lr=cfg.lr / 2)
-    history["lr"] = cfg.lr
-    return model, model_args, history
-
-
-def train_restarts_then_main(arch, cfg, model_args, spheres, inputs, sdf, anchors, anchor_sdf, device,
-                             quiet, check=None) -> tuple[torch.nn.Module, dict]:
-    """One training of ``train_network`` on precomputed inputs; ``check(model)`` after every epoch of the
-    main phase raises ``Collapsed`` when true. Returns (model, history)."""
-    gen = torch.Generator(device=device).manual_seed(cfg.seed)
-    steps = math.ceil(len(inputs) / cfg.batch_size)
-    history = {"restarts": [], "main": []}
-    with tqdm(total=total_epochs(cfg), desc="  epochs", leave=False, disable=quiet) as bar:
-        best = None
-        if cfg.restarts > 1:
-            for k in range(cfg.restarts):
-                model, opt = new_model(arch, model_args, spheres, cfg, cfg.seed + k, device)
-                losses = run_epochs(model, opt, inputs, sdf, anchors, anchor_sdf, cfg.restart_epochs, cfg, gen,
-                                    progress=bar)
-                history["restarts"].append(losses)
-                log.debug("restart %d: loss %.6f", k, losses[-1])
-                if best is None or losses[-1] < best[0]:
-                    best = (losses[-1], model, opt)
-            _, model, opt = best
-            remaining = cfg.epochs - cfg.restart_epochs
-        else:
-            model, opt = new_model(arch, model_args, spheres, cfg, cfg.seed, device)
-            remaining = cfg.epochs
-        if remaining > 0:
-            scheduler, per_batch = make_scheduler(opt, cfg, remaining, steps)
-            history["main"] = run_epochs(model, opt, inputs, sdf, anchors, anchor_sdf, remaining, cfg, gen,
-                                         scheduler, per_batch, progress=bar, check=check)
-    history["final_loss"] = history["main"][-1] if history["main"] else best[0]
-    return model.eval(), history
-
-
-def quantization_aware_finetune(model: torch.nn.Module, cfg: TrainConfig, spheres: torch.Tensor | None,
-                                points: torch.Tensor, sdf: torch.Tensor, device: torch.device,
-                                quiet: bool) -> tuple[torch.nn.Module, list[float]]:
-    """A copy of ``model`` fine-tuned for ``cfg.qat_epochs`` epochs so that its weights lose little when
-    stored at ``cfg.codec_bits`` bits (cosine decay from ``cfg.qat_lr``). The spheres are not trained, so they
-    are quantized once, up front, and the network adapts to them. Returns (model, epoch losses)."""
-    model = copy.deepcopy(model).train()
-    if hasattr(model, "spheres"):
-        model.spheres.copy_(codec.fake_quantize("spheres", model.spheres, cfg.codec_bits))
-    inputs, anchors, anchor_sdf = training_inputs(model, points, spheres, cfg)  # from the quantized spheres
-    opt = torch.optim.Adam(model.parameters(), lr=cfg.qat_lr, fused=True)
-    steps = cfg.qat_epochs * math.ceil(len(points) / cfg.batch_size)
-    scheduler = torch.optim.lr_scheduler.CosineAnnealingLR(opt, T_max=steps)
-    gen = torch.Generator(device=device).manual_seed(cfg.seed + 1000)
-    with tqdm(total=cfg.qat_epochs, desc="  quantization-aware", leave=False, disable=quiet) as bar:
-        losses = run_epochs(model, opt, inputs, sdf, anchors, anchor_sdf, cfg.qat_epochs, cfg, gen, scheduler,
-                            True, progress=bar, quantize_bits=cfg.codec_bits)
-    return model.eval(), losses
+SUMMARY_FIELDS = ["mesh", "status", "kind", "seconds", "final_loss", "numbers", "bytes", "ksdf_bytes",
+                  "checkpoint_bytes", "watertight"]
+FAILED_SUFFIX = ".failed.txt"
 
 
 def plot_losses(path: Path, history: dict, title: str) -> None:
@@ -329,90 +85,220 @@ def plot_losses(path: Path, history: dict, title: str) -> None:
 
 
 # ----------------------------------------------------------------------------------------------------------
-# One mesh
+# One mesh: prepare (CPU), train (any device, alone or in a group), finish (CPU)
 
 
-def encode_mesh(mesh_path: Path, arch: str, cfg: TrainConfig, device: torch.device, work: RunPaths,
-                cache_dir: Path | None, quiet: bool) -> dict:
-    """Everything for one mesh, written into ``work.dir``. Returns the summary row."""
+@dataclass
+class Prepared:
+    """A mesh ready to train: what ``prepare_mesh`` computed, kept until ``finish_mesh`` writes it out.
+
+    ``points`` (N, 3) and ``sdf`` (N,) are float32 arrays, ``spheres`` (M, 4) or None (NI); ``field`` is
+    dropped (None) once training is over, ``timings`` are seconds per stage.
+    """
+
+    path: Path
+    work: RunPaths
+    mesh: dict
+    normalization: dict
+    kind: str
+    shell: float
+    field: TargetField | None
+    spheres: np.ndarray | None
+    points: np.ndarray | None
+    sdf: np.ndarray | None
+    timings: dict
+
+
+@contextmanager
+def mesh_log(work: RunPaths):
+    """Copy the log into the mesh's ``train.log`` while the block runs (appending: several stages, maybe in
+    several processes, write to it)."""
+    handler = logging.FileHandler(work.log, mode="a")
+    handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(message)s"))
+    log.addHandler(handler)
+    try:
+        yield
+    finally:
+        log.removeHandler(handler)
+        handler.close()
+
+
+class Stopwatch:
+    """Seconds per stage: ``lap(stage)`` charges the time since the last lap to ``stage``."""
+
+    def __init__(self, timings: dict):
+        self.timings, self.clock = timings, time.perf_counter()
+
+    def lap(self, stage: str) -> None:
+        now = time.perf_counter()
+        self.timings[stage] = self.timings.get(stage, 0.0) + now - self.clock
+        self.clock = now
+
+
+def prepare_mesh(mesh_path: Path, arch: str, cfg: TrainConfig, work: RunPaths, cache_dir: Path | None,
+                 device: torch.device | str = "cpu") -> Prepared:
+    """Load, normalize and classify a mesh, extract its key spheres and sample its training points."""
+    timings = {}
+    watch = Stopwatch(timings)
+    with mesh_log(work):
+        mesh = load_mesh(mesh_path)
+        watertight = mesh.watertight
+        mesh, norm = normalize_mesh(mesh)
+        field = TargetField.of(mesh, cfg.sheet_shell, cfg.sphere_grid)
+        log.info("%s: %d vertices, %d faces, %s (%s)", mesh_path.name, len(mesh.vertices), len(mesh.faces),
+                 field.kind, field.analysis.reason)
+        watch.lap("load")
+        spheres = None
+        if arch != "ni":
+            spheres = cached_key_spheres(mesh_path, field, cfg.num_spheres, cfg.sphere_grid, cfg.sphere_min_radius,
+                                         cache_dir)
+            watch.lap("spheres")
+        points, sdf = sample_training_points(field, cfg.pool_uniform, cfg.pool_surface, cfg.surface_noise,
+                                             cfg.importance_beta, cfg.num_samples, cfg.seed, cfg.uniform_fraction,
+                                             device)
+        watch.lap("samples")
+    info = {"name": mesh_name(mesh_path), "file": mesh_path.name, "vertices": len(mesh.vertices),
+            "faces": len(mesh.faces), "watertight": bool(watertight), "kind": field.kind}
+    return Prepared(mesh_path, work, info, norm.to_dict(), field.kind, field.shell, field, spheres,
+                    points.cpu().numpy(), sdf.cpu().numpy(), timings)
+
+
+def train_prepared(group: list[Prepared], arch: str, cfg: TrainConfig, device: torch.device,
+                   quiet: bool) -> list[tuple[Trained, torch.nn.Module | None, list]]:
+    """Train the networks of a group of prepared meshes together, then fine-tune them for the codec.
+    Each mesh is charged an equal share of the group's seconds. Returns per mesh (trained network, the
+    quantization-aware copy or None, its fine-tuning losses)."""
+    model_args = model_args_for(arch, cfg, 0 if group[0].spheres is None else len(group[0].spheres))
+    mined = {k.strip() for k in cfg.mine_kinds.split(",")}
+    members = [Member(p.mesh["name"], None if p.spheres is None else torch.as_tensor(p.spheres, device=device),
+                      torch.as_tensor(p.points, device=device), torch.as_tensor(p.sdf, device=device),
+                      p.field if p.kind in mined else None)
+               for p in group]
+    start = time.perf_counter()
+    trained = train_group(arch, model_args, cfg, members, device, quiet)
+    train_seconds = time.perf_counter() - start
+    shipped = [(None, [])] * len(group)
+    if cfg.qat_epochs > 0 and cfg.codec_bits < 32:
+        shipped = quantization_aware_finetune(trained, members, cfg, device, quiet)
+    qat_seconds = time.perf_counter() - start - train_seconds
+    for p in group:
+        p.timings["train"] = train_seconds / len(group)
+        if cfg.qat_epochs > 0 and cfg.codec_bits < 32:
+            p.timings["qat"] = qat_seconds / len(group)
+    return [(t, s, losses) for t, (s, losses) in zip(trained, shipped)]
+
+
+def finish_mesh(p: Prepared, trained: Trained, shipped: torch.nn.Module | None, qat_losses: list, arch: str,
+                cfg: TrainConfig, device: torch.device | str = "cpu") -> dict:
+    """Write everything of a trained mesh into its work folder (the shipped ``model.ksdf`` first: the
+    reconstruction is meshed from what it decodes to), move the folder into place and return the summary row."""
     from modelmesher import mesh_model, save_mesh
 
-    timings = {}
-    clock = time.perf_counter()
+    watch = Stopwatch(p.timings)
+    model, history = trained.model.cpu(), dict(trained.history)
+    if shipped is not None:
+        history["quantization_aware"] = qat_losses
+    model_args = model_args_for(arch, cfg, 0 if p.spheres is None else len(p.spheres))
+    with mesh_log(p.work):
+        if p.spheres is not None:
+            write_sphere_file(p.work.spheres, p.spheres, cfg.sphere_grid)
+        numbers = count_numbers(model)
+        surface = {"kind": p.kind, "shell": p.shell}
+        ksdf_bytes = codec.write(p.work.compressed, (shipped or model).cpu(), arch, model_args, cfg.codec_bits,
+                                 p.normalization, surface)
+        decoded, _ = codec.read(p.work.compressed)  # everything downstream sees exactly what ships
+        seconds = sum(p.timings.values())
+        save_checkpoint(p.work.checkpoint, model, arch, model_args, {
+            "normalization": p.normalization, **surface, "config": dataclasses.asdict(cfg),
+            "loss": float(history["final_loss"]), "loss_history": history, "mesh": p.mesh, "numbers": numbers,
+            "bytes": 4 * numbers, "ksdf_bytes": ksdf_bytes, "seconds": float(seconds),
+            "timings": {k: float(v) for k, v in p.timings.items()}, "torch": str(torch.__version__)})
+        plot_losses(p.work.loss_plot, history, f"{p.mesh['name']} ({arch})")
+        status = "ok"
+        try:
+            save_mesh(mesh_model(decoded.to(device), cfg.mesh_res, device, shell=p.shell), p.work.reconstruction)
+        except InputError as exc:
+            log.warning("%s: %s", p.path.name, exc)
+            status = "ok (no surface)"
+        watch.lap("mesh")
+        log.info("%s: loss %.6f, %d numbers, %s", p.path.name, history["final_loss"], numbers,
+                 ", ".join(f"{k} {v:.1f} s" for k, v in p.timings.items()))
+        if status != "ok":
+            p.work.reconstruction.unlink(missing_ok=True)
+    final = RunPaths(p.work.dir.parent / p.mesh["name"])
+    replace_dir(p.work.dir, final.dir)
+    failure_record(final).unlink(missing_ok=True)
+    return {**row_from_checkpoint(p.mesh["name"], final), "timings": p.timings}  # as --merge will list it
 
-    def lap(stage):
-        nonlocal clock
-        now = time.perf_counter()
-        timings[stage] = now - clock
-        clock = now
 
-    mesh = load_mesh(mesh_path)
-    watertight = mesh.watertight
-    mesh, norm = normalize_mesh(mesh)
-    log.info("%s: %d vertices, %d faces, %s", mesh_path.name, len(mesh.vertices), len(mesh.faces),
-             "watertight" if watertight else "not watertight (sign from the winding number)")
-    lap("load")
-    spheres = None
-    if arch != "ni":
-        spheres_np = cached_key_spheres(mesh_path, mesh, cfg.num_spheres, cfg.sphere_grid, cfg.sphere_min_radius,
-                                        cache_dir)
-        write_sphere_file(work.spheres, spheres_np, cfg.sphere_grid)
-        spheres = torch.as_tensor(spheres_np, device=device)
-        lap("spheres")
-    points, sdf = sample_training_points(mesh, cfg.pool_uniform, cfg.pool_surface, cfg.surface_noise,
-                                         cfg.importance_beta, cfg.num_samples, cfg.seed, cfg.uniform_fraction,
-                                         device)
-    lap("samples")
-    model, model_args, history = train_network(arch, cfg, spheres, points, sdf, device, quiet)
-    lap("train")
-    shipped = model
-    if cfg.qat_epochs > 0 and cfg.codec_bits < 32:
-        shipped, history["quantization_aware"] = quantization_aware_finetune(model, cfg, spheres, points, sdf,
-                                                                             device, quiet)
-        lap("qat")
-    numbers = count_numbers(model)
-    seconds = sum(timings.values())
-    ksdf_bytes = codec.write(work.compressed, shipped, arch, model_args, cfg.codec_bits, norm.to_dict())
-    # everything downstream (reconstruction, eval) uses the model exactly as the shipped file decodes
-    shipped, _ = codec.read(work.compressed)
-    save_checkpoint(work.checkpoint, model, arch, model_args, {
-        "normalization": norm.to_dict(),
-        "config": dataclasses.asdict(cfg),
-        "loss": float(history["final_loss"]),
-        "loss_history": history,
-        "mesh": {"name": mesh_name(mesh_path), "file": mesh_path.name, "vertices": len(mesh.vertices),
-                 "faces": len(mesh.faces), "watertight": bool(watertight)},
-        "numbers": numbers,
-        "bytes": 4 * numbers,
-        "ksdf_bytes": ksdf_bytes,
-        "seconds": float(seconds),
-        "timings": {k: float(v) for k, v in timings.items()},
-        "torch": str(torch.__version__),
-    })
-    plot_losses(work.loss_plot, history, f"{mesh_name(mesh_path)} ({arch})")
-    status = "ok"
-    try:
-        save_mesh(mesh_model(shipped.to(device), cfg.mesh_res, device), work.reconstruction)
-    except InputError as exc:
-        log.warning("%s: %s", mesh_path.name, exc)
-        status = "ok (no surface)"
-    lap("mesh")
-    log.info("%s: loss %.6f, %d numbers, %s", mesh_path.name, history["final_loss"], numbers,
-             ", ".join(f"{k} {v:.1f} s" for k, v in timings.items()))
-    return {"mesh": mesh_name(mesh_path), "status": status, "seconds": f"{sum(timings.values()):.1f}",
-            "final_loss": f"{history['final_loss']:.6g}", "numbers": numbers, "bytes": 4 * numbers,
-            "ksdf_bytes": ksdf_bytes, "checkpoint_bytes": work.checkpoint.stat().st_size, "watertight": watertight,
-            "timings": timings}
+# ----------------------------------------------------------------------------------------------------------
+# Rows, failures, resuming
+
+
+def failure_record(paths: RunPaths) -> Path:
+    """``<out>/<mesh>.failed.txt``: the reason a mesh failed, kept on disk so ``--merge`` can list it."""
+    return paths.dir.with_name(paths.dir.name + FAILED_SUFFIX)
+
+
+def start_work(out: Path, name: str) -> RunPaths:
+    """A fresh temporary folder ``<out>/.<mesh>.tmp`` (a leftover of a killed run is removed)."""
+    work = RunPaths(out / f".{name}.tmp")
+    shutil.rmtree(work.dir, ignore_errors=True)
+    work.dir.mkdir(parents=True)
+    return work
+
+
+def failed_row(mesh_path: Path, out: Path, exc: BaseException, seconds: float = 0.0) -> dict:
+    """Log a mesh's failure, record it on disk, remove its temporary folder and return its summary row."""
+    name = mesh_name(mesh_path)
+    reason = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+    reason = reason.replace(f"{mesh_path}: ", "")
+    log.error("%s: failed: %s", mesh_path, reason)
+    shutil.rmtree(out / f".{name}.tmp", ignore_errors=True)
+    atomic_write_text(failure_record(RunPaths(out / name)), reason + "\n")
+    return {"mesh": name, "status": f"failed: {reason}", "seconds": f"{seconds:.1f}"}
 
 
 def row_from_checkpoint(name: str, paths: RunPaths) -> dict:
     """Summary row of a mesh done earlier (the checkpoint is self-describing)."""
     data = torch.load(paths.checkpoint, map_location="cpu", weights_only=True)
     status = "ok" if paths.reconstruction.is_file() else "ok (no surface)"
-    return {"mesh": name, "status": status, "seconds": f"{data['seconds']:.1f}", "final_loss": f"{data['loss']:.6g}",
-            "numbers": data["numbers"], "bytes": data["bytes"], "ksdf_bytes": data.get("ksdf_bytes", ""),
-            "checkpoint_bytes": paths.checkpoint.stat().st_size,
+    return {"mesh": name, "status": status, "kind": data["mesh"].get("kind", ""), "seconds": f"{data['seconds']:.1f}",
+            "final_loss": f"{data['loss']:.6g}", "numbers": data["numbers"], "bytes": data["bytes"],
+            "ksdf_bytes": data.get("ksdf_bytes", ""), "checkpoint_bytes": paths.checkpoint.stat().st_size,
             "watertight": data["mesh"]["watertight"]}
+
+
+def done_row(mesh_path: Path, out: Path, force: bool) -> dict | None:
+    """The row of a mesh already trained into ``out`` (None when it must be trained)."""
+    name = mesh_name(mesh_path)
+    paths = RunPaths(out / name)
+    if force or not paths.checkpoint.is_file():
+        return None
+    try:
+        row = row_from_checkpoint(name, paths)
+    except Exception:  # an unreadable old result is retrained
+        log.warning("%s: existing checkpoint unreadable, retraining", name)
+        return None
+    log.info("%s: done already, skipped (use --force to retrain)", name)
+    return row
+
+
+def merged_rows(out: Path) -> list[dict]:
+    """Summary rows of everything on disk in ``out``: every finished mesh folder and every failure record
+    without one, sorted by mesh name. Folders in progress (``.<mesh>.tmp``) are not rows."""
+    rows = {}
+    for path in sorted(out.iterdir()):
+        if path.is_dir() and not path.name.startswith(".") and RunPaths(path).checkpoint.is_file():
+            try:
+                rows[path.name] = row_from_checkpoint(path.name, RunPaths(path))
+            except Exception:
+                rows[path.name] = {"mesh": path.name, "status": "failed: unreadable checkpoint"}
+    for path in sorted(out.glob(f"*{FAILED_SUFFIX}")):
+        name = path.name[:-len(FAILED_SUFFIX)]
+        if name not in rows:
+            rows[name] = {"mesh": name, "status": f"failed: {path.read_text().strip()}"}
+    return [rows[name] for name in sorted(rows)]
 
 
 def write_summary(path: Path, rows: list[dict]) -> None:
@@ -423,52 +309,155 @@ def write_summary(path: Path, rows: list[dict]) -> None:
     atomic_write_text(path, buf.getvalue())
 
 
+# ----------------------------------------------------------------------------------------------------------
+# A series: one mesh at a time per process, or groups on a GPU
+
+
 def train_mesh(mesh_path: Path, out: Path, arch: str, cfg: TrainConfig, device: torch.device,
                cache_dir: Path | None, force: bool, quiet: bool) -> dict:
     """Train ``mesh_path`` into ``out/<mesh>/`` unless it is done already; returns its summary row. A failure
-    is logged and becomes the row's status, and leaves nothing behind."""
-    name = mesh_name(mesh_path)
-    paths = RunPaths(out / name)
-    if paths.checkpoint.is_file() and not force:
-        try:
-            row = row_from_checkpoint(name, paths)
-            log.info("%s: done already, skipped (use --force to retrain)", name)
-            return row
-        except Exception:  # an unreadable old result is retrained
-            log.warning("%s: existing checkpoint unreadable, retraining", name)
-    work = RunPaths(out / f".{name}.tmp")
-    shutil.rmtree(work.dir, ignore_errors=True)
-    work.dir.mkdir(parents=True)
-    handler = logging.FileHandler(work.log)
-    handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(message)s"))
-    log.addHandler(handler)
+    is logged and becomes the row's status, and leaves nothing but its failure record behind."""
+    row = done_row(mesh_path, out, force)
+    if row is not None:
+        return row
     start = time.perf_counter()
     try:
-        row = encode_mesh(mesh_path, arch, cfg, device, work, cache_dir, quiet)
-        log.removeHandler(handler)
-        handler.close()
-        replace_dir(work.dir, paths.dir)
-        return row
+        work = start_work(out, mesh_name(mesh_path))
+        p = prepare_mesh(mesh_path, arch, cfg, work, cache_dir, device)
+        with mesh_log(work):
+            [(trained, shipped, qat_losses)] = train_prepared([p], arch, cfg, device, quiet)
+        p.field = None
+        return finish_mesh(p, trained, shipped, qat_losses, arch, cfg, device)
     except Exception as exc:  # any failure of one mesh is reported in its row; the series goes on
-        reason = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
-        reason = reason.replace(f"{mesh_path}: ", "")
-        log.error("%s: failed: %s", mesh_path, reason)
-        log.removeHandler(handler)
-        handler.close()
-        shutil.rmtree(work.dir, ignore_errors=True)
-        return {"mesh": name, "status": f"failed: {reason}", "seconds": f"{time.perf_counter() - start:.1f}"}
+        return failed_row(mesh_path, out, exc, time.perf_counter() - start)
+
+
+def prepare_job(mesh_path: Path, out: Path, arch: str, cfg: TrainConfig, cache_dir: Path | None) -> Prepared | dict:
+    """Pool job of the group path: a prepared mesh (on the CPU), or the failed row."""
+    start = time.perf_counter()
+    try:
+        return prepare_mesh(mesh_path, arch, cfg, start_work(out, mesh_name(mesh_path)), cache_dir, "cpu")
+    except Exception as exc:
+        return failed_row(mesh_path, out, exc, time.perf_counter() - start)
+
+
+def finish_job(p: Prepared, trained: Trained, shipped, qat_losses, arch: str, cfg: TrainConfig) -> dict:
+    """Pool job of the group path: ``finish_mesh`` on the CPU, a failure becomes the row."""
+    try:
+        return finish_mesh(p, trained, shipped, qat_losses, arch, cfg, "cpu")
+    except Exception as exc:
+        return failed_row(p.path, p.work.dir.parent, exc, sum(p.timings.values()))
+
+
+def group_key(p: Prepared) -> tuple:
+    """Meshes train in one group only when their tensors stack: same sphere and point counts."""
+    return (None if p.spheres is None else len(p.spheres), len(p.points))
+
+
+def run_groups(meshes: list[Path], out: Path, arch: str, cfg: TrainConfig, device: torch.device,
+               cache_dir: Path | None, group: int, workers: int, quiet: bool, verbose: bool, on_row) -> None:
+    """The GPU path: a pool of ``workers`` CPU processes prepares meshes (load, spheres, samples) and finishes
+    them (codec, checkpoint, marching cubes) while the main process trains groups of up to ``group`` networks
+    on ``device``. At most two groups' worth of prepared meshes wait at a time (bounded memory)."""
+    context = multiprocessing.get_context("spawn")
+    pending = collections.deque(meshes)
+    preparing, finishing, ready = {}, set(), collections.defaultdict(list)
+    with ProcessPoolExecutor(workers, context, initializer=_worker_init, initargs=(1, True, verbose)) as pool:
+        def top_up():
+            while pending and len(preparing) + sum(map(len, ready.values())) < 2 * group:
+                path = pending.popleft()
+                preparing[pool.submit(prepare_job, path, out, arch, cfg, cache_dir)] = path
+
+        def collect(done):
+            for future in done:
+                if future in finishing:
+                    finishing.discard(future)
+                    on_row(result_or_failure(future, None, out))
+                    continue
+                path = preparing.pop(future)
+                result = result_or_failure(future, path, out)
+                if isinstance(result, Prepared):
+                    ready[group_key(result)].append(result)
+                else:
+                    on_row(result)
+
+        top_up()
+        while preparing or any(ready.values()):
+            full = next((key for key, items in ready.items() if len(items) >= group), None)
+            if full is None and not preparing:
+                full = next(key for key, items in ready.items() if items)
+            if full is None:
+                collect(wait(set(preparing) | finishing, return_when=FIRST_COMPLETED).done)
+                top_up()
+                continue
+            batch, ready[full] = ready[full][:group], ready[full][group:]
+            top_up()
+            log.info("training a group of %d networks on %s", len(batch), device)
+            try:
+                results = train_prepared(batch, arch, cfg, device, quiet)
+            except Exception as exc:  # the group's training itself failed: each of its meshes gets the reason
+                for p in batch:
+                    on_row(failed_row(p.path, out, exc, sum(p.timings.values())))
+                continue
+            for p, (trained, shipped, qat_losses) in zip(batch, results):
+                p.field, p.points, p.sdf = None, None, None  # not needed to finish: keep the pickles small
+                trained = dataclasses.replace(trained, model=trained.model.cpu(), points=None, sdf=None)
+                finishing.add(pool.submit(finish_job, p, trained, None if shipped is None else shipped.cpu(),
+                                          qat_losses, arch, cfg))
+            collect(f for f in list(finishing) if f.done())
+        collect(wait(finishing).done)
+
+
+def result_or_failure(future, path: Path | None, out: Path):
+    """A pool job's result; a dead worker process becomes a failed row."""
+    try:
+        return future.result()
+    except Exception as exc:  # the worker process itself died (killed, out of memory)
+        name = "?" if path is None else mesh_name(path)
+        log.error("%s: failed: worker process died (%s)", name, type(exc).__name__)
+        return {"mesh": name, "status": "failed: worker process died"}
 
 
 def _worker_init(threads: int, quiet: bool, verbose: bool) -> None:
-    """Start of a worker process (``workers`` > 1): its logging and its share of the cores."""
+    """Start of a worker process: its logging and its share of the cores."""
     setup_logging(quiet, verbose)
     torch.set_num_threads(threads)
+
+
+def parse_shard(text: str | None) -> tuple[int, int] | None:
+    """``I/N`` (0 <= I < N) -> (I, N)."""
+    if text is None:
+        return None
+    try:
+        index, count = (int(v) for v in text.split("/"))
+    except ValueError:
+        raise InputError(f"--shard must look like I/N (e.g. 0/4), got {text!r}") from None
+    if not 0 <= index < count:
+        raise InputError(f"--shard {text}: need 0 <= I < N")
+    return index, count
+
+
+def cpu_cores() -> int:
+    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
+
+
+def default_group(cfg: TrainConfig, device: torch.device, meshes: int) -> int:
+    """``group`` 0: one network at a time on a CPU; on a GPU as many as a quarter of its free memory holds
+    (points, targets and inputs of each network, about 44 bytes a point), at most 256 and at most the
+    number of meshes."""
+    if cfg.group > 0:
+        return min(cfg.group, meshes)
+    if device.type != "cuda":
+        return 1
+    free, _ = torch.cuda.mem_get_info(device)
+    per_network = 44 * cfg.num_samples + 4 * cfg.batch_size * cfg.width * 2 * (cfg.layers + 2)
+    return max(1, min(256, meshes, int(free / 4 / per_network)))
 
 
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0],
                                      epilog="Any config key can be overridden as --key=value.")
-    parser.add_argument("--mesh-dir", required=True, help="folder of meshes (obj, stl, ply, off, glb, gltf)")
+    parser.add_argument("--mesh-dir", help="folder of meshes (obj, stl, ply, off, glb, gltf)")
     parser.add_argument("--config", default=str(PROJECT_ROOT / "configs" / "default.yaml"),
                         help="YAML training config (default: configs/default.yaml)")
     parser.add_argument("--arch", choices=ARCHS, default="keysphere",
@@ -478,54 +467,86 @@ def main(argv=None) -> int:
     parser.add_argument("--device", default="auto", help="cpu, cuda or auto (default: cuda when present)")
     parser.add_argument("--cache-dir", default=str(PROJECT_ROOT / ".cache" / "spheres"),
                         help="key-sphere cache (default: .cache/spheres); 'none' disables it")
+    parser.add_argument("--shard", metavar="I/N", help="train only the meshes sorted(...)[I::N]; the summary goes to "
+                                                       "<out>/summary.shard-I-of-N.csv")
+    parser.add_argument("--merge", action="store_true",
+                        help="rebuild <out>/summary.csv from the mesh folders and failure records on disk, then stop")
     add_logging_flags(parser)
     args, overrides = parser.parse_known_args(argv)
     bad = [o for o in overrides if not (o.startswith("--") and "=" in o)]
     if bad:
         parser.error(f"unrecognized arguments: {' '.join(bad)}")
     setup_logging(args.quiet, args.verbose)
+    if args.merge:
+        if not args.out or not Path(args.out).is_dir():
+            raise InputError(f"--merge needs --out with an existing run folder, got {args.out!r}")
+        rows = merged_rows(Path(args.out))
+        write_summary(Path(args.out) / "summary.csv", rows)
+        log.info("%d meshes (%d failed) -> %s", len(rows), sum(r["status"].startswith("failed") for r in rows),
+                 Path(args.out) / "summary.csv")
+        return 0
+    if not args.mesh_dir:
+        parser.error("--mesh-dir is required (unless --merge)")
     cfg = TrainConfig.load(args.config, overrides)
     device = pick_device(args.device)
     if cfg.threads > 0:
         torch.set_num_threads(cfg.threads)
+    shard = parse_shard(args.shard)
     meshes = list_meshes(args.mesh_dir)
+    if shard:
+        meshes = meshes[shard[0]::shard[1]]
     out = Path(args.out) if args.out else PROJECT_ROOT / "runs" / f"{Path(args.config).stem}-{args.arch}"
     out.mkdir(parents=True, exist_ok=True)
+    summary = out / (f"summary.shard-{shard[0]}-of-{shard[1]}.csv" if shard else "summary.csv")
     cache_dir = None if args.cache_dir.lower() == "none" else Path(args.cache_dir)
     log.info("%d meshes -> %s (arch %s, device %s)", len(meshes), out, args.arch, device)
 
     series_start = time.perf_counter()
-    jobs = [(mesh_path, out, args.arch, cfg, device, cache_dir, args.force) for mesh_path in meshes]
-    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
-    workers = min(cfg.workers or cores, len(meshes)) if device.type == "cpu" else 1
-    rows: list[dict | None] = [None] * len(jobs)
-    with tqdm(total=len(jobs), desc="meshes", disable=args.quiet) as bar:
-        if workers <= 1:
-            for i, job in enumerate(jobs):
-                rows[i] = train_mesh(*job, quiet=args.quiet)
-                write_summary(out / "summary.csv", [r for r in rows if r is not None])
-                bar.update(1)
+    order = {mesh_name(p): i for i, p in enumerate(meshes)}
+    rows: dict[str, dict] = {}
+    todo = []
+    for path in meshes:
+        row = done_row(path, out, args.force)
+        if row is None:
+            todo.append(path)
         else:
-            # one process per mesh at a time: these small matrices keep one core busier than two threads do
-            threads = cfg.threads or max(1, cores // workers)
-            context = multiprocessing.get_context("spawn")  # fork after torch has started threads can hang
-            with ProcessPoolExecutor(workers, context, initializer=_worker_init,
-                                     initargs=(threads, args.quiet, args.verbose)) as pool:
-                futures = {pool.submit(train_mesh, *job, quiet=True): i for i, job in enumerate(jobs)}
-                for future in as_completed(futures):
-                    i = futures[future]
-                    try:
-                        rows[i] = future.result()
-                    except Exception as exc:  # the worker process itself died (killed, out of memory)
-                        log.error("%s: failed: worker process died (%s)", jobs[i][0], type(exc).__name__)
-                        rows[i] = {"mesh": mesh_name(jobs[i][0]), "status": "failed: worker process died"}
-                    write_summary(out / "summary.csv", [r for r in rows if r is not None])
-                    bar.update(1)
-    failed = [r["mesh"] for r in rows if r["status"].startswith("failed")]
+            rows[row["mesh"]] = row
+    cores = cpu_cores()
+    group = default_group(cfg, device, max(1, len(todo)))
+    with tqdm(total=len(meshes), initial=len(rows), desc="meshes", disable=args.quiet) as bar:
+        def on_row(row):
+            rows[row["mesh"]] = row
+            write_summary(summary, sorted(rows.values(), key=lambda r: order.get(r["mesh"], len(order))))
+            bar.update(1)
+
+        if rows:
+            write_summary(summary, sorted(rows.values(), key=lambda r: order.get(r["mesh"], len(order))))
+        if group > 1:
+            workers = cfg.workers or max(1, cores - 1)  # one core drives the GPU
+            run_groups(todo, out, args.arch, cfg, device, cache_dir, group, workers, args.quiet, args.verbose,
+                       on_row)
+            at_a_time = f"groups of up to {group} networks, {workers} CPU workers"
+        else:
+            workers = min(cfg.workers or cores, len(todo)) if device.type == "cpu" else 1
+            if workers <= 1:
+                for path in todo:
+                    on_row(train_mesh(path, out, args.arch, cfg, device, cache_dir, args.force, args.quiet))
+            else:
+                # one process per mesh at a time: these small matrices keep one core busier than two threads do
+                threads = cfg.threads or max(1, cores // workers)
+                context = multiprocessing.get_context("spawn")  # fork after torch has started threads can hang
+                with ProcessPoolExecutor(workers, context, initializer=_worker_init,
+                                         initargs=(threads, args.quiet, args.verbose)) as pool:
+                    futures = {pool.submit(train_mesh, path, out, args.arch, cfg, device, cache_dir, args.force,
+                                           True): path for path in todo}
+                    for future in as_completed(futures):
+                        on_row(result_or_failure(future, futures[future], out))
+            at_a_time = f"{max(workers, 1)} at a time"
+    failed = [r["mesh"] for r in rows.values() if r["status"].startswith("failed")]
     wall = time.perf_counter() - series_start
-    log.info("%d ok, %d failed%s in %.0f s (%.1f s per mesh, %d at a time); summary: %s", len(rows) - len(failed),
-             len(failed), f" ({', '.join(failed)})" if failed else "", wall, wall / len(rows), workers,
-             out / "summary.csv")
+    log.info("%d ok, %d failed%s in %.0f s (%.1f s per mesh, %s); summary: %s", len(rows) - len(failed),
+             len(failed), f" ({', '.join(failed)})" if failed else "", wall, wall / max(1, len(rows)), at_a_time,
+             summary)
     return 0
 
 

@@ -4,7 +4,6 @@ import subprocess
 import sys
 
 import pytest
-import trimesh
 from conftest import ROOT
 
 import common
@@ -75,17 +74,3 @@ def test_network_without_surface_is_one_line(tmp_path):
                     "--res", "16")
     assert code == 2 and len(err.splitlines()) == 1 and "never crosses 0" in err and "flat.pt" in err
     assert not (tmp_path / "x.obj").exists()
-
-
-def test_nan_vertices_give_a_failed_row(tmp_path):
-    folder = tmp_path / "m"
-    folder.mkdir()
-    write_bad(folder, "nan")
-    trimesh.creation.icosphere(subdivisions=2).export(folder / "ok.obj")
-    from conftest import TINY
-
-    import train_series
-
-    train_series.main(["--mesh-dir", str(folder), "--out", str(tmp_path / "o"), "--quiet", "--arch", "ni", *TINY])
-    text = (tmp_path / "o" / "summary.csv").read_text()
-    assert "nan,failed: " in text and "NaN" in text and "\nok,ok" in text

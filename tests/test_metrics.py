@@ -41,13 +41,15 @@ def test_exact_chamfer_of_a_mesh_with_itself_is_zero():
 
 
 def test_markdown_table_has_mean_median_and_ratio():
-    rows = [{"mesh": m, "run": r, "status": "ok", "cd2": c, "giou": 99.0, "floor_cd2": 0.01}
-            for m, r, c in [("a", "ks", 0.02), ("a", "ni", 0.04), ("b", "ks", 0.03), ("b", "ni", 0.03)]]
+    rows = [{"mesh": m, "run": r, "status": "ok", "kind": k, "cd2": c, "giou": 99.0, "floor_cd2": 0.01}
+            for m, r, c, k in [("a", "ks", 0.02, "closed"), ("a", "ni", 0.04, "closed"), ("b", "ks", 0.03, "sheet"),
+                               ("b", "ni", 0.03, "sheet")]]
     table = ev.markdown_table(rows, ["ks", "ni"], ["a", "b"], ratio=("ks", "ni"))
     lines = table.splitlines()
-    assert lines[0].startswith("| mesh | CD2 ks | CD2 ni |") and lines[0].endswith("CD2 ks/ni |")
-    assert lines[2].endswith("| 0.500 |") and lines[3].endswith("| 1.000 |")
-    assert lines[4].startswith("| **mean** | 0.0250 | 0.0350 |") and lines[4].endswith("| 0.750 |")
+    assert lines[0].startswith("| mesh | kind | CD2 ks | CD2 ni |") and lines[0].endswith("CD2 ks/ni |")
+    assert lines[2].startswith("| a | closed | 0.0200 | 0.0400 | 99.00 | 99.00 |") and lines[2].endswith("| 0.500 |")
+    assert lines[3].startswith("| b | sheet | 0.0300 | 0.0300 | n/a | n/a |") and lines[3].endswith("| 1.000 |")
+    assert lines[4].startswith("| **mean** |  | 0.0250 | 0.0350 |") and lines[4].endswith("| 0.750 |")
     assert lines[5].startswith("| **median** |")
 
 

@@ -68,6 +68,23 @@ def test_open_sheet_field_is_meshed_just_above_its_minimum():
     assert len(faces) > 0 and np.abs(verts[:, 2]).max() <= 2 / 32 + 1e-6
 
 
+class PlaneShell(torch.nn.Module):
+    """A sheet's shell field: distance to the square |x|, |y| <= 0.5 of the plane z = 0, minus 0.03."""
+
+    def forward(self, p):
+        outside = torch.clamp(p[:, :2].abs() - 0.5, min=0)
+        return torch.sqrt((outside ** 2).sum(1) + p[:, 2] ** 2) - 0.03
+
+
+def test_a_sheets_shell_is_meshed_back_onto_the_sheet():
+    mesh = modelmesher.mesh_model(PlaneShell(), res=64, shell=0.03)
+    v = np.asarray(mesh.vertices)
+    assert np.abs(v[:, 2]).max() < 2e-3  # both sides of the shell moved onto z = 0
+    assert np.abs(v[:, :2]).max() < 0.5 + 2e-3 and np.abs(v[:, :2]).max() > 0.49
+    unprojected = modelmesher.mesh_model(PlaneShell(), res=64, level=0.0)
+    assert np.abs(np.asarray(unprojected.vertices)[:, 2]).max() > 0.025
+
+
 def test_narrow_band_grid_equals_dense_grid_near_the_surface():
     model = Ball()
     band, dense = modelmesher.evaluate_grid(model, 64, block=4), modelmesher.evaluate_grid(model, 64, block=1)

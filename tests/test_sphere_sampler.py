@@ -6,6 +6,7 @@ from conftest import shared_file
 
 import sphere_sampler as ss
 from common import InputError
+from mesh_kind import TargetField
 
 
 def ball(radius=0.5, subdivisions=4) -> ss.Mesh:
@@ -13,21 +14,17 @@ def ball(radius=0.5, subdivisions=4) -> ss.Mesh:
     return ss.Mesh(np.asarray(tm.vertices), np.asarray(tm.faces, dtype=np.int64))
 
 
+def field(mesh, shell=0.01):
+    return TargetField.of(mesh, shell)
+
+
 def test_signed_distance_of_a_sphere_is_radial():
     rng = np.random.default_rng(0)
     points = rng.uniform(-1, 1, (2000, 3))
     expected = np.linalg.norm(points, axis=1) - 0.5
     # the icosphere is inscribed in the true sphere, so it is off by at most its sagitta (~0.001 here)
-    assert np.abs(ss.signed_distance(points, ball()) - expected).max() < 3e-3
-    assert ss.signed_distance(np.zeros((1, 3)), ball())[0] < 0
-
-
-def test_sign_works_on_a_mesh_with_a_hole():
-    mesh = ball()
-    open_mesh = ss.Mesh(mesh.vertices, mesh.faces[5:])  # remove a few faces
-    assert not open_mesh.watertight
-    assert ss.signed_distance(np.array([[0.0, 0.0, 0.1]]), open_mesh)[0] < 0
-    assert ss.signed_distance(np.array([[0.0, 0.0, 0.9]]), open_mesh)[0] > 0
+    assert np.abs(field(ball()).sdf(points) - expected).max() < 3e-3
+    assert field(ball()).sdf(np.zeros((1, 3)))[0] < 0
 
 
 def test_normalization_fits_ball_of_radius_0_9_and_inverts():
@@ -56,7 +53,7 @@ def test_sn_graph_rule_picks_largest_then_spreads():
 
 
 def test_key_spheres_of_a_ball_are_inside_with_exact_sdf():
-    spheres = ss.extract_key_spheres(ball(), count=16, grid=32)
+    spheres = ss.extract_key_spheres(field(ball()), count=16, grid=32)
     assert spheres.shape == (16, 4)
     expected = np.linalg.norm(spheres[:, :3], axis=1) - 0.5
     assert np.allclose(spheres[:, 3], expected, atol=3e-3)
@@ -65,7 +62,7 @@ def test_key_spheres_of_a_ball_are_inside_with_exact_sdf():
 
 
 def test_sphere_file_round_trip(tmp_path):
-    spheres = ss.extract_key_spheres(ball(), count=8, grid=32)
+    spheres = ss.extract_key_spheres(field(ball()), count=8, grid=32)
     ss.write_sphere_file(tmp_path / "s.txt", spheres, grid=32)
     back = ss.read_sphere_file(tmp_path / "s.txt", grid=32)
     assert np.allclose(back, spheres, atol=1e-5)
@@ -84,7 +81,7 @@ def test_reads_the_authors_sphere_file_and_extraction_lands_near_it():
     assert authors.shape == (128, 4)
     assert np.allclose(authors[0], [-0.03125, 0.0625, -0.140625, -6.1802 / 64], atol=1e-6)
     mesh, _ = ss.normalize_mesh(ss.load_mesh(shared_file("reference", "252119.obj")))
-    ours = ss.extract_key_spheres(mesh, 128, 128)
+    ours = ss.extract_key_spheres(field(mesh), 128, 128)
     d_ours = cKDTree(authors[:, :3]).query(ours[:, :3])[0] * 64
     d_theirs = cKDTree(ours[:, :3]).query(authors[:, :3])[0] * 64
     assert np.median(d_ours) <= 3.0 and np.median(d_theirs) <= 3.0
@@ -100,17 +97,18 @@ def test_approx_surface_distance_of_a_sphere():
 
 
 def test_training_points_concentrate_near_the_surface():
-    points, sdf = ss.sample_training_points(ball(), 20_000, 20_000, 0.01, 60.0, 10_000, seed=0)
+    points, sdf = ss.sample_training_points(field(ball()), 20_000, 20_000, 0.01, 60.0, 10_000, seed=0)
     assert points.shape == (10_000, 3) and sdf.shape == (10_000,)
     expected = torch.linalg.norm(points.double(), dim=1) - 0.5
     assert torch.allclose(sdf.double(), expected, atol=3e-3)
     assert (sdf.abs() < 0.05).float().mean() > 0.8
-    again, _ = ss.sample_training_points(ball(), 20_000, 20_000, 0.01, 60.0, 10_000, seed=0)
+    again, _ = ss.sample_training_points(field(ball()), 20_000, 20_000, 0.01, 60.0, 10_000, seed=0)
     assert torch.equal(points, again)  # seeded
 
 
 def test_uniform_fraction_adds_far_field_points():
-    points, sdf = ss.sample_training_points(ball(), 20_000, 20_000, 0.01, 60.0, 10_000, seed=0, uniform_fraction=0.2)
+    points, sdf = ss.sample_training_points(field(ball()), 20_000, 20_000, 0.01, 60.0, 10_000, seed=0,
+                                            uniform_fraction=0.2)
     assert points.shape == (10_000, 3)
     assert 0.1 < (sdf.abs() > 0.2).float().mean() < 0.2  # most of the uniform share lies far from the surface
 
@@ -119,9 +117,11 @@ def test_an_open_sheet_still_gets_key_spheres():
     grid = np.linspace(-0.5, 0.5, 11)
     x, y = np.meshgrid(grid, grid, indexing="ij")
     tm = trimesh.Trimesh(np.stack([x.ravel(), y.ravel(), 0.1 * x.ravel() ** 2], axis=1), _grid_faces(11))
-    spheres = ss.extract_key_spheres(ss.Mesh(np.asarray(tm.vertices), np.asarray(tm.faces)), count=8, grid=32)
+    sheet = field(ss.Mesh(np.asarray(tm.vertices), np.asarray(tm.faces)), shell=0.02)
+    assert sheet.kind == "sheet"
+    spheres = ss.extract_key_spheres(sheet, count=8, grid=32)
     assert spheres.shape == (8, 4)
-    assert np.abs(spheres[:, 3]).max() < 2 / 32 * 2  # centres lie on the sheet
+    assert np.abs(spheres[:, 3] + 0.02).max() < 2 / 32 * 2  # centres lie on the sheet: target -shell
 
 
 def _grid_faces(n: int) -> np.ndarray:

@@ -1,0 +1,278 @@
+"""What a mesh encloses, and the sign and training target of a point for each kind of mesh.
+
+Real meshes are messy. Each mesh is classified once, on a voxel grid over [-1, 1]^3 (normalized frame):
+
+- ``closed``: watertight, consistently oriented, and its winding number is 0 or 1 everywhere (no
+  self-intersections, inner faces or duplicated shells). Targets are igl's signed distance with the fast
+  winding number sign, exactly as before this module existed.
+- ``leaky``: a solid with holes, cracks, flipped, duplicated or inner faces: it encloses a volume once gaps
+  narrower than the wall (``WALL_VOXELS`` voxels either side of the surface) are closed. A flood fill of the
+  exterior from the grid's border through the voxels outside the wall finds that volume. Targets are the exact
+  distance to the original faces with a robust sign (below), so the zero set stays on the original surface.
+- ``sheet``: encloses nothing (a relief, a leaf, a car body open underneath). Targets describe a thin shell
+  around the faces, distance - ``shell``; the mesher moves the shell's vertices back onto the faces.
+
+Robust sign (leaky): a point whose voxel lies outside the wall takes the flood fill's answer, which is exact
+there. Inside the wall the generalized winding number decides (above 1/2: inside) when it agrees with the
+flood fill on the voxels outside the wall; when it does not (flipped faces), the point steps away from its
+nearest surface point to just beyond the wall and takes the flood fill's answer there.
+
+Why not igl's fast-winding-number signed distance everywhere: it returns (1 - 2|w|) d, which equals the signed
+distance only where w is 0 or 1. Near a hole or an open sheet w is about 1/2 and the "distance" about 0.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import igl
+import numpy as np
+import scipy.ndimage
+import trimesh
+
+KINDS = ("closed", "leaky", "sheet")
+CLASSIFY_GRID = 128        # voxels per axis over [-1, 1]^3 (the key spheres' grid)
+WALL_VOXELS = 1.5          # voxel centres nearer the surface than this many voxels form the wall
+MIN_INTERIOR_VOXELS = 27   # fewer enclosed voxels than this (a 3^3 block) is not a volume: a sheet
+WINDING_AGREEMENT = 0.995  # share of off-wall voxels where the winding number must match the flood fill to be used
+
+OUTSIDE, INSIDE, WALL = 0, 1, 2
+
+
+def grid_points(res: int) -> np.ndarray:
+    """(res^3, 3) voxel centres (i - res/2) / (res/2), i = 0..res-1, in C order: the authors' convention."""
+    axis = (np.arange(res) - res / 2) / (res / 2)
+    return np.stack(np.meshgrid(axis, axis, axis, indexing="ij"), axis=-1).reshape(-1, 3)
+
+
+def voxel_index(points: np.ndarray, res: int) -> np.ndarray:
+    """(N, 3) int64 index of the voxel centre of ``grid_points(res)`` nearest each point, clipped to the grid."""
+    return np.clip(np.round(np.asarray(points) * (res / 2) + res / 2), 0, res - 1).astype(np.int64)
+
+
+def winding_number(points: np.ndarray, vertices: np.ndarray, faces: np.ndarray) -> np.ndarray:
+    """(N,) generalized winding number of the (V, 3), (F, 3) mesh at (N, 3) points (fast approximation)."""
+    points = np.ascontiguousarray(points, dtype=np.float64)
+    if len(points) == 0:
+        return np.zeros(0)
+    return np.asarray(igl.fast_winding_number(vertices, faces, points), dtype=np.float64)
+
+
+def closed_signed_distance(points: np.ndarray, vertices: np.ndarray, faces: np.ndarray) -> np.ndarray:
+    """(N,) igl's signed distance with the fast winding number sign: (1 - 2|w|) d, exact for closed meshes."""
+    points = np.ascontiguousarray(points, dtype=np.float64)
+    if len(points) == 0:
+        return np.zeros(0)
+    s, *_ = igl.signed_distance(points, vertices, faces, sign_type=igl.SIGNED_DISTANCE_TYPE_FAST_WINDING_NUMBER)
+    return np.asarray(s, dtype=np.float64)
+
+
+def nearest_surface(points: np.ndarray, vertices: np.ndarray, faces: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Exact unsigned distance (N,) of (N, 3) points to the faces, and the nearest surface points (N, 3)."""
+    points = np.ascontiguousarray(points, dtype=np.float64)
+    if len(points) == 0:
+        return np.zeros(0), np.zeros((0, 3))
+    d2, _, closest = igl.point_mesh_squared_distance(points, vertices, faces)
+    return np.sqrt(np.maximum(d2, 0)), np.asarray(closest)
+
+
+@dataclass
+class MeshKind:
+    """The classification of one normalized mesh and what its sign needs.
+
+    Attributes
+    ----------
+    kind : str
+        ``closed``, ``leaky`` or ``sheet``.
+    grid : int
+        Voxels per axis of ``labels`` and ``winding``.
+    winding : (grid, grid, grid) float array
+        Winding number at the voxel centres (``grid_points``).
+    labels : (grid, grid, grid) uint8 array or None
+        OUTSIDE (reached by the flood fill), INSIDE (enclosed) or WALL; None for closed meshes.
+    trust_winding : bool
+        Whether the winding number decides the sign inside the wall (leaky meshes).
+    reason : str
+        Why the mesh got its kind, for the log.
+    """
+
+    kind: str
+    grid: int
+    winding: np.ndarray
+    labels: np.ndarray | None
+    trust_winding: bool
+    reason: str
+
+
+def wall_labels(vertices: np.ndarray, faces: np.ndarray, res: int, wall: float = WALL_VOXELS,
+                seed: int = 0) -> np.ndarray:
+    """Flood fill of the exterior on a ``res``^3 voxel grid: (res, res, res) uint8 of OUTSIDE, INSIDE, WALL.
+
+    The wall is every voxel centre within ``wall`` voxels of the faces (exact distance). Exact distances are
+    computed only in a band found by rasterizing dense surface samples, so the cost grows with the surface's
+    area, not with the grid's volume. Voxels outside the wall connected (6-neighbours) to the grid's border are
+    OUTSIDE; the others INSIDE.
+
+    Parameters
+    ----------
+    vertices : (V, 3) array, faces : (F, 3) int array
+        The mesh in the normalized frame.
+    res : int
+    wall : float
+        Half-thickness of the wall in voxels.
+    seed : int
+        Seed of the surface samples.
+    """
+    h = 2.0 / res
+    area = float(trimesh.triangles.area(vertices[faces]).sum())
+    count = int(min(max(4 * area / (h * h), 10_000), 4_000_000))  # ~2 samples per voxel side
+    tm = trimesh.Trimesh(vertices, faces, process=False)
+    samples, _ = trimesh.sample.sample_surface(tm, count, seed=seed)
+    touched = np.zeros((res, res, res), dtype=bool)
+    v = voxel_index(np.concatenate([samples, vertices]), res)
+    touched[v[:, 0], v[:, 1], v[:, 2]] = True
+    # voxel centres within (wall + 1.5) voxels of a touched centre: every centre that can be within the wall
+    band = scipy.ndimage.distance_transform_edt(~touched) <= wall + 1.5
+    candidates = np.argwhere(band)
+    d, _ = nearest_surface((candidates - res / 2) / (res / 2), vertices, faces)
+    is_wall = np.zeros((res, res, res), dtype=bool)
+    is_wall[tuple(candidates[d <= wall * h].T)] = True
+    components, _ = scipy.ndimage.label(~is_wall)
+    border = np.unique(np.concatenate([components[[0, -1]].ravel(), components[:, [0, -1]].ravel(),
+                                       components[:, :, [0, -1]].ravel()]))
+    labels = np.full((res, res, res), INSIDE, dtype=np.uint8)
+    labels[np.isin(components, border[border > 0])] = OUTSIDE
+    labels[is_wall] = WALL
+    return labels
+
+
+def classify(vertices: np.ndarray, faces: np.ndarray, grid: int = CLASSIFY_GRID) -> MeshKind:
+    """Classify a normalized mesh as closed, leaky or sheet (see the module docstring).
+
+    Parameters
+    ----------
+    vertices : (V, 3) array, faces : (F, 3) int array
+        In the normalized frame (inside [-0.9, 0.9]^3).
+    grid : int
+        Voxels per axis of the analysis.
+    """
+    winding = winding_number(grid_points(grid), vertices, faces).reshape(grid, grid, grid)
+    # topology on merged vertices without zero-area faces (STL repeats vertices; slivers add no surface)
+    areas = trimesh.triangles.area(vertices[faces])
+    tm = trimesh.Trimesh(vertices, faces[areas > 0])
+    watertight, consistent = bool(tm.is_watertight), bool(tm.is_winding_consistent)
+    one_layer = bool(winding.min() > -0.5 and winding.max() < 1.5)
+    if watertight and consistent and one_layer:
+        return MeshKind("closed", grid, winding, None, True, "watertight and consistently oriented")
+    labels = wall_labels(vertices, faces, grid)
+    interior = labels == INSIDE
+    problems = ", ".join(p for p, bad in (("not watertight", not watertight),
+                                          ("inconsistently oriented", not consistent),
+                                          ("self-intersecting or with inner surfaces", not one_layer)) if bad)
+    if interior.sum() < MIN_INTERIOR_VOXELS:
+        return MeshKind("sheet", grid, winding, labels, False, f"{problems}; encloses no volume")
+    off_wall = labels != WALL
+    agreement = float(((winding > 0.5) == interior)[off_wall].mean())
+    return MeshKind("leaky", grid, winding, labels, agreement >= WINDING_AGREEMENT,
+                    f"{problems}; encloses {int(interior.sum())} voxels of {grid}^3 "
+                    f"(winding number agrees on {100 * agreement:.2f}% of them and the exterior)")
+
+
+def inside(points: np.ndarray, vertices: np.ndarray, faces: np.ndarray, mk: MeshKind,
+           nearest: np.ndarray | None = None) -> np.ndarray:
+    """(N,) bool: whether each (N, 3) point lies inside the solid the mesh describes.
+
+    closed: winding number above 1/2. leaky: the robust sign of the module docstring (``nearest``, the (N, 3)
+    nearest surface points, saves recomputing them). sheet: nothing is inside.
+    """
+    points = np.ascontiguousarray(points, dtype=np.float64)
+    if mk.kind == "closed":
+        return winding_number(points, vertices, faces) > 0.5
+    if mk.kind == "sheet":
+        return np.zeros(len(points), dtype=bool)
+    res, h = mk.grid, 2.0 / mk.grid
+    v = voxel_index(points, res)
+    label = mk.labels[v[:, 0], v[:, 1], v[:, 2]]
+    result = label == INSIDE
+    in_wall = np.nonzero(label == WALL)[0]
+    if len(in_wall) == 0:
+        return result
+    winding_inside = winding_number(points[in_wall], vertices, faces) > 0.5
+    if mk.trust_winding:
+        result[in_wall] = winding_inside
+        return result
+    if nearest is None:
+        _, nearest = nearest_surface(points, vertices, faces)
+    offset = points[in_wall] - nearest[in_wall]
+    length = np.linalg.norm(offset, axis=1)
+    # step from the nearest surface point along the point's side to just beyond the wall
+    step = (WALL_VOXELS + 1.5) * h
+    away = nearest[in_wall] + offset / np.maximum(length, 1e-12)[:, None] * step
+    w = voxel_index(away, res)
+    beyond = mk.labels[w[:, 0], w[:, 1], w[:, 2]]
+    decided = (beyond != WALL) & (length > 1e-9)
+    result[in_wall] = np.where(decided, beyond == INSIDE, winding_inside)
+    return result
+
+
+def target_sdf(points: np.ndarray, vertices: np.ndarray, faces: np.ndarray, mk: MeshKind,
+               shell: float) -> np.ndarray:
+    """(N,) training target of (N, 3) points, negative inside: closed: igl's signed distance (unchanged);
+    leaky: exact distance with the robust sign; sheet: distance - ``shell`` (a shell of half-thickness shell)."""
+    points = np.ascontiguousarray(points, dtype=np.float64)
+    if mk.kind == "closed":
+        return closed_signed_distance(points, vertices, faces)
+    distance, nearest = nearest_surface(points, vertices, faces)
+    if mk.kind == "sheet":
+        return distance - shell
+    return np.where(inside(points, vertices, faces, mk, nearest), -distance, distance)
+
+
+def occupancy_grid(vertices: np.ndarray, faces: np.ndarray, mk: MeshKind, res: int) -> np.ndarray:
+    """(res, res, res) bool: ``inside`` at the voxel centres ``grid_points(res)`` (reuses the classification's
+    winding numbers when ``res`` is its grid)."""
+    if mk.kind == "closed" and res == mk.grid:
+        return mk.winding > 0.5
+    return inside(grid_points(res), vertices, faces, mk).reshape(res, res, res)
+
+
+@dataclass
+class TargetField:
+    """The field a network is trained to reproduce for one normalized mesh: its kind and the target and sign
+    of any point. Built once per mesh with ``TargetField.of``.
+
+    Attributes
+    ----------
+    vertices : (V, 3) float64 array, faces : (F, 3) int64 array
+    analysis : MeshKind
+    shell : float
+        Half-thickness of the shell that stands in for a sheet (0 for closed and leaky meshes).
+    """
+
+    vertices: np.ndarray
+    faces: np.ndarray
+    analysis: MeshKind
+    shell: float
+
+    @classmethod
+    def of(cls, mesh, sheet_shell: float, grid: int = CLASSIFY_GRID) -> "TargetField":
+        """Classify ``mesh`` (anything with ``vertices`` and ``faces``, normalized frame); ``sheet_shell`` is
+        the shell's half-thickness used if it is a sheet."""
+        analysis = classify(mesh.vertices, mesh.faces, grid)
+        return cls(mesh.vertices, mesh.faces, analysis, sheet_shell if analysis.kind == "sheet" else 0.0)
+
+    @property
+    def kind(self) -> str:
+        return self.analysis.kind
+
+    def sdf(self, points: np.ndarray) -> np.ndarray:
+        """(N,) targets of (N, 3) points (``target_sdf``)."""
+        return target_sdf(points, self.vertices, self.faces, self.analysis, self.shell)
+
+    def inside(self, points: np.ndarray) -> np.ndarray:
+        """(N,) bool (``inside``); all False for a sheet."""
+        return inside(points, self.vertices, self.faces, self.analysis)
+
+    def occupancy(self, res: int) -> np.ndarray:
+        """(res, res, res) bool occupancy of the voxel centres ``grid_points(res)``."""
+        return occupancy_grid(self.vertices, self.faces, self.analysis, res)
