@@ -173,7 +173,7 @@ class NetworkStack:
         """(N, 3) points -> (N, in) inputs of network k, in chunks (bounded memory)."""
         with torch.no_grad():
             model = self.models[k]
-            return torch.cat([model.precompute(points[i:i + chunk]) for i in range(0, len(points), chunk)])
+            return torch.cat([model.precompute(points[i:i + chunk]) for i in range(0, max(len(points), 1), chunk)])
 
     def export(self, k: int) -> torch.nn.Module:
         """Network k as a model of its own (a copy)."""
@@ -333,6 +333,8 @@ def mine_hard_points(stack: NetworkStack, data: TrainingSet, fields: list, cfg: 
         hard, hard_sdf = sample_hard_points(lambda p, m=model: evaluate_points(m, p), field,
                                             int(cfg.mine_fraction * n), mining_grid(cfg), MINE_BAND, MINE_MIN_ERROR,
                                             seed, device)
+        if len(hard) == 0:  # nothing wrong enough to mine
+            continue
         gen = torch.Generator(device=device).manual_seed(seed + 1)
         replaced = torch.randperm(n, generator=gen, device=device)[:len(hard)]
         data.points[k, replaced], data.sdf[k, replaced] = hard, hard_sdf

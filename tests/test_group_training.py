@@ -4,6 +4,7 @@ import dataclasses
 
 import pytest
 import torch
+import trimesh
 
 import common
 import training
@@ -93,3 +94,21 @@ def test_mining_rounds_are_spread_over_the_epochs_left():
     assert training.mining_epochs(cfg, 40) == [20, 30]
     assert training.mining_epochs(dataclasses.replace(cfg, mine_rounds=1, mine_at=0.75), 40) == [30]
     assert training.mining_epochs(cfg, 1) == []
+
+
+def test_hard_examples_change_only_their_networks_points_and_none_found_is_fine(monkeypatch):
+    from mesh_kind import TargetField
+
+    field = TargetField.of(trimesh.creation.icosphere(3, radius=0.5), 0.01, grid=16)
+    cfg = dataclasses.replace(CFG, mine_fraction=0.2, mine_at=0.5, mine_rounds=1, mesh_res=32)
+    mined, plain = member("mined", 1, 0.5), member("plain", 2, 0.3)
+    mined.field = field
+    args = training.model_args_for("keysphere", cfg, 8)
+    result = training.train_group("keysphere", args, cfg, [mined, plain], torch.device("cpu"))
+    changed = (result[0].points != mined.points).any(1)
+    assert 0 < changed.sum() <= 0.2 * len(mined.points)
+    assert torch.allclose(result[0].sdf[changed].double(), torch.as_tensor(field.sdf(result[0].points[changed].numpy())))
+    assert torch.equal(result[1].points, plain.points)  # a network without a field keeps its points
+    monkeypatch.setattr(training, "sample_hard_points", lambda *a, **k: (torch.zeros(0, 3), torch.zeros(0)))
+    [nothing] = training.train_group("keysphere", args, cfg, [mined], torch.device("cpu"))
+    assert torch.equal(nothing.points, mined.points)
