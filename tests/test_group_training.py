@@ -107,7 +107,8 @@ def test_hard_examples_change_only_their_networks_points_and_none_found_is_fine(
     result = training.train_group("keysphere", args, cfg, [mined, plain], torch.device("cpu"))
     changed = (result[0].points != mined.points).any(1)
     assert 0 < changed.sum() <= 0.2 * len(mined.points)
-    assert torch.allclose(result[0].sdf[changed].double(), torch.as_tensor(field.sdf(result[0].points[changed].numpy())))
+    truth = torch.as_tensor(field.sdf(result[0].points[changed].numpy()))
+    assert torch.allclose(result[0].sdf[changed].double(), truth)
     assert torch.equal(result[1].points, plain.points)  # a network without a field keeps its points
     monkeypatch.setattr(training, "sample_hard_points", lambda *a, **k: (torch.zeros(0, 3), torch.zeros(0)))
     [nothing] = training.train_group("keysphere", args, cfg, [mined], torch.device("cpu"))
