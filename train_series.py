@@ -458,8 +458,9 @@ def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0],
                                      epilog="Any config key can be overridden as --key=value.")
     parser.add_argument("--mesh-dir", help="folder of meshes (obj, stl, ply, off, glb, gltf)")
-    parser.add_argument("--config", default=str(PROJECT_ROOT / "configs" / "default.yaml"),
-                        help="YAML training config (default: configs/default.yaml)")
+    parser.add_argument("--config", default="auto",
+                        help="YAML training config (default auto: configs/default.yaml on a CPU, configs/quality.yaml "
+                             "on a GPU, where groups make the paper's budget cheap)")
     parser.add_argument("--arch", choices=ARCHS, default="keysphere",
                         help="keysphere (architecture 1), latent (architecture 2) or ni (baseline)")
     parser.add_argument("--out", default=None, help="output folder (default: runs/<config>-<arch>)")
@@ -487,8 +488,10 @@ def main(argv=None) -> int:
         return 0
     if not args.mesh_dir:
         parser.error("--mesh-dir is required (unless --merge)")
-    cfg = TrainConfig.load(args.config, overrides)
     device = pick_device(args.device)
+    if args.config == "auto":
+        args.config = str(PROJECT_ROOT / "configs" / ("quality.yaml" if device.type == "cuda" else "default.yaml"))
+    cfg = TrainConfig.load(args.config, overrides)
     if cfg.threads > 0:
         torch.set_num_threads(cfg.threads)
     shard = parse_shard(args.shard)

@@ -53,17 +53,18 @@ def total_epochs(cfg: TrainConfig) -> int:
 # The step
 
 
-def affine(bias: torch.Tensor, x: torch.Tensor, weight: torch.Tensor) -> torch.Tensor:
-    """x W^T + b for K stacked layers: bias (K, out), x (K, N, in), weight (K, out, in) -> (K, N, out).
-    K = 1 runs as one ``addmm`` (faster than a batch of one on a CPU)."""
-    if x.shape[0] == 1:
-        return torch.addmm(bias[0], x[0], weight[0].t()).unsqueeze(0)
+def affine_one(bias: torch.Tensor, x: torch.Tensor, weight: torch.Tensor) -> torch.Tensor:
+    """x W^T + b: bias (out,), x (N, in), weight (out, in) -> (N, out)."""
+    return torch.addmm(bias, x, weight.t())
+
+
+def affine_stacked(bias: torch.Tensor, x: torch.Tensor, weight: torch.Tensor) -> torch.Tensor:
+    """x W^T + b for K stacked layers: bias (K, out), x (K, N, in), weight (K, out, in) -> (K, N, out)."""
     return torch.baddbmm(bias.unsqueeze(1), x, weight.transpose(1, 2))
 
 
-def matmul(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
-    """Batched a @ b for (K, n, m) and (K, m, p) (``mm`` when K = 1)."""
-    return a[0].mm(b[0]).unsqueeze(0) if a.shape[0] == 1 else torch.bmm(a, b)
+def transpose_stacked(t: torch.Tensor) -> torch.Tensor:
+    return t.transpose(1, 2)
 
 
 def l1_step(layers: list[tuple[torch.Tensor, torch.Tensor]], slope: float, x: torch.Tensor,
@@ -72,7 +73,8 @@ def l1_step(layers: list[tuple[torch.Tensor, torch.Tensor]], slope: float, x: to
     layers, tanh after the last), forward and backward written out by hand.
 
     The same arithmetic as autograd (a test checks the gradients) without its bookkeeping: for 2048 x 32
-    activations that bookkeeping costs about as much as the matrix products.
+    activations that bookkeeping costs about as much as the matrix products. K = 1 runs on 2-D tensors
+    (``addmm``; a batch of one costs more per step on a CPU), K > 1 as batched products (``baddbmm``).
 
     Parameters
     ----------
@@ -86,21 +88,30 @@ def l1_step(layers: list[tuple[torch.Tensor, torch.Tensor]], slope: float, x: to
     loss : (K,) tensor, each network's mean absolute error
     grads : list of (grad weight, grad bias), one per layer, shaped like the layers
     """
+    single = x.shape[0] == 1
+    if single:
+        x, y, layers = x[0], y[0], [(w[0], b[0]) for w, b in layers]
+        affine, matmul, transpose = affine_one, torch.mm, torch.t
+    else:
+        affine, matmul, transpose = affine_stacked, torch.bmm, transpose_stacked
     with torch.no_grad():
         acts = [x]
         for weight, bias in layers[:-1]:
             acts.append(F.leaky_relu_(affine(bias, acts[-1], weight), slope))
         out = torch.tanh(affine(layers[-1][1], acts[-1], layers[-1][0]))
-        diff = out.squeeze(2) - y
-        loss = diff.abs().mean(1)
-        grad = torch.sign(diff).unsqueeze(2).mul_(1.0 / y.shape[1]).mul_(1 - out * out)
+        diff = out.squeeze(-1) - y
+        loss = diff.abs().mean(-1)
+        grad = torch.sign(diff).unsqueeze(-1).mul_(1.0 / y.shape[-1]).mul_(1 - out * out)
         grads = []
         for i in range(len(layers) - 1, -1, -1):
-            grads.append((matmul(grad.transpose(1, 2), acts[i]), grad.sum(1)))
+            grads.append((matmul(transpose(grad), acts[i]), grad.sum(-2)))
             if i > 0:
                 # the mask of LeakyReLU from its output: positive exactly where its input was
                 grad = torch.ops.aten.leaky_relu_backward(matmul(grad, layers[i][0]), acts[i], slope, True)
-    return loss, grads[::-1]
+    grads = grads[::-1]
+    if single:
+        return loss.unsqueeze(0), [(w.unsqueeze(0), b.unsqueeze(0)) for w, b in grads]
+    return loss, grads
 
 
 # ----------------------------------------------------------------------------------------------------------
@@ -147,13 +158,16 @@ class NetworkStack:
     def step(self, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
         """Gradients of each network's L1 loss on its batch (x (K, N, in) precomputed, y (K, N)) into the
         parameters' ``.grad``; returns the (K,) losses."""
-        weight, bias = type(self.models[0]).input_layer_from(self.params)
-        layers = [(weight.detach(), bias.detach())] + [(self.params[w].detach(), self.params[b].detach())
-                                                       for w, b in self.hidden_names]
+        single = len(self.models) == 1  # 2-D products are cheaper than batches of one on a CPU
+        params = {name: p[0] for name, p in self.params.items()} if single else self.params
+        weight, bias = type(self.models[0]).input_layer_from(params)
+        first = (weight.detach(), bias.detach())
+        layers = [(first[0][None], first[1][None]) if single else first] + [
+            (self.params[w].detach(), self.params[b].detach()) for w, b in self.hidden_names]
         loss, grads = l1_step(layers, self.slope, x, y)
         for (w, b), (grad_weight, grad_bias) in zip(self.hidden_names, grads[1:]):
             self.params[w].grad, self.params[b].grad = grad_weight, grad_bias
-        torch.autograd.backward([weight, bias], list(grads[0]))
+        torch.autograd.backward([weight, bias], [g[0] for g in grads[0]] if single else list(grads[0]))
         return loss
 
     @torch.no_grad()
@@ -162,8 +176,8 @@ class NetworkStack:
         h = x
         layers = self.layers()
         for weight, bias in layers[:-1]:
-            h = F.leaky_relu(affine(bias, h, weight), self.slope)
-        return torch.tanh(affine(layers[-1][1], h, layers[-1][0])).squeeze(2)
+            h = F.leaky_relu(affine_stacked(bias, h, weight), self.slope)
+        return torch.tanh(affine_stacked(layers[-1][1], h, layers[-1][0])).squeeze(2)
 
     def precompute(self, points: torch.Tensor) -> torch.Tensor:
         """(K, N, 3) points -> (K, N, in): each network's fixed per-point inputs (``model.precompute``)."""
@@ -252,10 +266,12 @@ def run_epochs(stack: NetworkStack, opt, data: TrainingSet, epochs: int, cfg: Tr
     rows = torch.arange(k_count, device=data.inputs.device).unsqueeze(1)
     for _ in range(epochs):
         perm = torch.stack([torch.randperm(n, generator=g, device=data.inputs.device) for g in generators])
+        # one shuffled copy per epoch, then contiguous batches (cheaper per step than gathering each batch)
+        shuffled_inputs, shuffled_sdf = data.inputs[rows, perm], data.sdf[rows, perm]
         total = torch.zeros(k_count, device=data.inputs.device)
         for start in range(0, n, cfg.batch_size):
-            idx = perm[:, start:start + cfg.batch_size]
-            x, y = data.inputs[rows, idx], data.sdf[rows, idx]
+            x = shuffled_inputs[:, start:start + cfg.batch_size]
+            y = shuffled_sdf[:, start:start + cfg.batch_size]
             if data.anchors is not None:
                 x, y = torch.cat([x, data.anchors], 1), torch.cat([y, data.anchor_sdf], 1)
             if quantize_bits:

@@ -68,7 +68,7 @@ def broken_meshes() -> dict[str, tuple[trimesh.Trimesh, str]]:
 
 def large_sphere(faces: int = 2_000_000) -> trimesh.Trimesh:
     """A closed UV sphere with about ``faces`` faces."""
-    count = int(np.sqrt(faces / 2))
+    count = int(np.sqrt(faces / 4))  # a UV sphere of count x count segments has about 4 count^2 faces
     return trimesh.creation.uv_sphere(radius=1.0, count=(count, count))
 
 
