@@ -167,6 +167,36 @@ def step_throughput(arch: str, cfg: TrainConfig, device: torch.device, num_spher
     return best
 
 
+def stacked_step_rates(arch: str, cfg: TrainConfig, device: torch.device, counts=(1, 16, 64, 128, 256),
+                       steps: int = 200) -> list[tuple[int, float]]:
+    """Seconds per training step of K stacked networks (``NetworkStack.step`` and one fused Adam, a batch of
+    ``batch_size`` points plus the sphere centres each), after as many steps of warm-up. Returns (K, s)."""
+    from training import NetworkStack, model_args_for
+
+    rates = []
+    for count in counts:
+        spheres = [torch.cat([torch.rand(cfg.num_spheres, 3) * 1.6 - 0.8, -0.1 * torch.rand(cfg.num_spheres, 1)], 1)
+                   .to(device) for _ in range(count)]
+        stack = NetworkStack.new(arch, model_args_for(arch, cfg, cfg.num_spheres),
+                                 [None] * count if arch == "ni" else spheres, 0, device)
+        opt = torch.optim.Adam(stack.params.values(), lr=cfg.lr, fused=True)
+        points = cfg.batch_size + (0 if arch == "ni" else cfg.num_spheres)
+        x = stack.precompute(torch.rand(count, points, 3, device=device) * 2 - 1)
+        y = torch.rand(count, points, device=device) * 0.1
+        for _ in range(2):  # the first pass warms up
+            if device.type == "cuda":
+                torch.cuda.synchronize()
+            start = time.perf_counter()
+            for _ in range(steps):
+                opt.zero_grad(set_to_none=True)
+                stack.step(x, y)
+                opt.step()
+            if device.type == "cuda":
+                torch.cuda.synchronize()
+        rates.append((count, (time.perf_counter() - start) / steps))
+    return rates
+
+
 def series(mesh_dir: str, config: str, arch: str, device: torch.device, out: str | None, overrides: list[str]) -> None:
     """``--series``: run train_series.py on the folder and report what a dataset user sees."""
     import csv
@@ -196,6 +226,10 @@ def series(mesh_dir: str, config: str, arch: str, device: torch.device, out: str
                      f"CPU stages per mesh (median, one core each): "
                      + ", ".join(f"{k} {v:.1f} s" for k, v in cpu.items())
                      + f"\nfloat32 matmul peak of the device, same run: {peak / 1e12:.1f} TFLOP/s\n")
+    for count, seconds in stacked_step_rates(arch, cfg, device, (1, 16, 64, 128, 256) if device.type == "cuda"
+                                             else (1, 4)):
+        sys.stdout.write(f"one step of {count} stacked networks: {1e3 * seconds:.2f} ms, "
+                         f"{count * cfg.batch_size / seconds / 1e6:.1f} M points/s\n")
 
 
 def main(argv=None) -> int:

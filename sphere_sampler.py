@@ -105,6 +105,43 @@ class Normalization:
         return cls(np.asarray(d["center"], dtype=np.float64), float(d["scale"]))
 
 
+MINIBALL_POINTS = 2000  # miniball's run time and memory explode on a few thousand co-spherical points
+
+
+def miniball_of(points: np.ndarray) -> tuple[np.ndarray, float]:
+    """Smallest enclosing ball (centre (3,), radius) of at most a few thousand points, by ``miniball``."""
+    for attempt in range(5):  # miniball pivots at random and now and then hits a singular system: try again
+        try:  # seeded: the same mesh gets the same frame to the last bit, so reruns write identical files
+            center, r2 = miniball.get_bounding_ball(points, rng=np.random.default_rng(attempt))
+            return np.asarray(center, dtype=np.float64), float(np.sqrt(r2))
+        except np.linalg.LinAlgError:
+            continue
+    center, radius = trimesh.nsphere.minimum_nsphere(points)  # approximate (Voronoi-based), slightly larger
+    return np.asarray(center, dtype=np.float64), float(radius)
+
+
+def smallest_enclosing_ball(points: np.ndarray) -> tuple[np.ndarray, float]:
+    """Exact smallest enclosing ball of (N, 3) points: centre (3,) and radius.
+
+    Up to ``MINIBALL_POINTS`` points go to ``miniball`` whole. More (a finely tessellated smooth convex mesh has
+    every vertex on its hull: a 100k-face sphere held miniball for minutes in 15 GB) are solved on a core set:
+    the ball of a seeded subset, then of the subset plus the points that ball leaves out, until it leaves out
+    none; the ball of a subset that encloses every point is the ball of all of them.
+    """
+    if len(points) <= MINIBALL_POINTS:
+        return miniball_of(points)
+    rng = np.random.default_rng(0)
+    subset = points[rng.choice(len(points), MINIBALL_POINTS // 2, replace=False)]
+    while True:
+        center, radius = miniball_of(subset)
+        distance = np.linalg.norm(points - center, axis=1)
+        outside = np.nonzero(distance > radius * (1 + 1e-12))[0]
+        if len(outside) == 0:
+            return center, radius
+        worst = outside[np.argsort(-distance[outside])[:MINIBALL_POINTS // 10]]
+        subset = np.concatenate([subset, points[worst]])
+
+
 def fit_normalization(vertices: np.ndarray) -> Normalization:
     """Smallest enclosing ball of the vertices, mapped to the ball of radius 0.9 at the origin.
 
@@ -121,18 +158,10 @@ def fit_normalization(vertices: np.ndarray) -> Normalization:
             points = points[ConvexHull(points).vertices]
         except QhullError:  # flat sets have no 3D hull; joggling gives one with a superset of the ball's support
             points = points[ConvexHull(points, qhull_options="QJ").vertices]
-    for attempt in range(5):  # miniball pivots at random and now and then hits a singular system: try again
-        try:  # seeded: the same mesh gets the same frame to the last bit, so reruns write identical files
-            center, r2 = miniball.get_bounding_ball(points, rng=np.random.default_rng(attempt))
-            radius = float(np.sqrt(r2))
-            break
-        except np.linalg.LinAlgError:
-            continue
-    else:  # an approximate ball (Voronoi-based), slightly larger than the minimum on some shapes
-        center, radius = trimesh.nsphere.minimum_nsphere(points)
+    center, radius = smallest_enclosing_ball(points)
     if not radius > 0:
         raise InputError("mesh has zero extent")
-    return Normalization(np.asarray(center, dtype=np.float64), BALL_RADIUS / radius)
+    return Normalization(center, BALL_RADIUS / radius)
 
 
 def normalize_mesh(mesh: Mesh) -> tuple[Mesh, Normalization]:

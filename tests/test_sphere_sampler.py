@@ -128,3 +128,14 @@ def _grid_faces(n: int) -> np.ndarray:
     idx = np.arange(n * n).reshape(n, n)
     a, b, c, d = idx[:-1, :-1].ravel(), idx[1:, :-1].ravel(), idx[1:, 1:].ravel(), idx[:-1, 1:].ravel()
     return np.concatenate([np.stack([a, b, c], 1), np.stack([a, c, d], 1)])
+
+
+def test_smallest_enclosing_ball_of_many_cospherical_points():
+    rng = np.random.default_rng(3)
+    points = rng.normal(size=(20000, 3))
+    points = points / np.linalg.norm(points, axis=1, keepdims=True) * 2.0 + [1.0, -2.0, 0.5]
+    center, radius = ss.smallest_enclosing_ball(points)  # miniball alone: minutes and gigabytes
+    assert np.allclose(center, [1.0, -2.0, 0.5], atol=1e-3) and radius == pytest.approx(2.0, abs=1e-3)
+    assert np.linalg.norm(points - center, axis=1).max() <= radius * (1 + 1e-9)
+    few = points[:500]
+    assert np.allclose(ss.smallest_enclosing_ball(few)[0], ss.miniball_of(few)[0])
