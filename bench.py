@@ -19,6 +19,7 @@ device's float32 matmul peak measured in the same run.
 from __future__ import annotations
 
 import argparse
+import csv
 import logging
 import math
 import statistics
@@ -30,6 +31,7 @@ from pathlib import Path
 import torch
 
 import eval as evaluate
+import train_series
 from common import (
     PROJECT_ROOT,
     InputError,
@@ -41,15 +43,14 @@ from common import (
     run_main,
     setup_logging,
 )
-from train_series import train_mesh
-from training import total_epochs
+from training import NetworkStack, model_args_for, total_epochs
 
 log = logging.getLogger("keysphere")
 STAGES = ("load", "spheres", "samples", "train", "qat", "mesh", "eval")
 
 
 def training_flops_per_point(arch: str, cfg: TrainConfig, num_spheres: int) -> float:
-    """FLOPs of one training point as ``train_series.training_step`` runs it (2 per multiply-add): forward
+    """FLOPs of one training point as ``NetworkStack.step`` runs it (2 per multiply-add): forward
     and weight gradient of every layer, input gradient of every layer but the first. The first layer acts on
     the precomputed inputs: xyz (ni), xyz and the sphere average (keysphere, 7), xyz and the M sphere weights
     (latent)."""
@@ -79,8 +80,6 @@ MATMUL_OPS = ("aten::mm", "aten::addmm", "aten::bmm", "aten::baddbmm", "aten::ma
 
 def one_network(arch: str, cfg: TrainConfig, device: torch.device, num_spheres: int):
     """A fresh network of ``arch`` with random spheres, as a one-network stack, and its Adam."""
-    from training import NetworkStack, model_args_for
-
     spheres = torch.cat([torch.rand(num_spheres, 3) * 1.6 - 0.8, -0.1 * torch.rand(num_spheres, 1)], 1)
     stack = NetworkStack.new(arch, model_args_for(arch, cfg, num_spheres), [None if arch == "ni" else spheres],
                              0, device)
@@ -171,8 +170,6 @@ def stacked_step_rates(arch: str, cfg: TrainConfig, device: torch.device, counts
                        steps: int = 200) -> list[tuple[int, float]]:
     """Seconds per training step of K stacked networks (``NetworkStack.step`` and one fused Adam, a batch of
     ``batch_size`` points plus the sphere centres each), after as many steps of warm-up. Returns (K, s)."""
-    from training import NetworkStack, model_args_for
-
     rates = []
     for count in counts:
         spheres = [torch.cat([torch.rand(cfg.num_spheres, 3) * 1.6 - 0.8, -0.1 * torch.rand(cfg.num_spheres, 1)], 1)
@@ -199,10 +196,6 @@ def stacked_step_rates(arch: str, cfg: TrainConfig, device: torch.device, counts
 
 def series(mesh_dir: str, config: str, arch: str, device: torch.device, out: str | None, overrides: list[str]) -> None:
     """``--series``: run train_series.py on the folder and report what a dataset user sees."""
-    import csv
-
-    import train_series
-
     peak = matmul_peak(device, 8192 if device.type == "cuda" else 2048)
     cfg = TrainConfig.load(config, overrides)
     with tempfile.TemporaryDirectory() as tmp:
@@ -255,7 +248,7 @@ def main(argv=None) -> int:
     rows = []
     with tempfile.TemporaryDirectory() as tmp:
         for path in list_meshes(args.mesh_dir):
-            row = train_mesh(path, Path(tmp), args.arch, cfg, device, None, force=True, quiet=True)
+            row = train_series.train_mesh(path, Path(tmp), args.arch, cfg, device, None, force=True, quiet=True)
             if row["status"].startswith("failed"):
                 continue
             timings = row["timings"]
@@ -280,7 +273,7 @@ def main(argv=None) -> int:
                      f"float32 matmul peak {peak / 1e9:.1f} GFLOP/s ({device}, {torch.get_num_threads()} threads)\n")
     speed = step_throughput(args.arch, cfg, device, cfg.num_spheres)
     sys.stdout.write(f"training step, batch {cfg.batch_size}: {speed['hand'] / 1e3:.0f}k points/s hand-written "
-                     f"(train_series) vs {speed['autograd'] / 1e3:.0f}k points/s autograd, "
+                     f"(training.l1_step) vs {speed['autograd'] / 1e3:.0f}k points/s autograd, "
                      f"x{speed['hand'] / speed['autograd']:.2f}\n")
     parts = step_breakdown(args.arch, cfg, device, cfg.num_spheres)
     sys.stdout.write(f"one step of {cfg.batch_size} points: {1e3 * parts['step']:.2f} ms, of which matmul kernels "

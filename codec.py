@@ -29,7 +29,15 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from common import InputError, add_logging_flags, atomic_write, build_model, run_main, setup_logging
+from common import (
+    InputError,
+    add_logging_flags,
+    atomic_write,
+    build_model,
+    load_checkpoint,
+    run_main,
+    setup_logging,
+)
 
 log = logging.getLogger("keysphere")
 
@@ -189,6 +197,17 @@ def write(path: str | Path, model, arch, model_args, bits, normalization, surfac
     return len(data)
 
 
+def load_model(path: str | Path) -> tuple[torch.nn.Module, dict]:
+    """Any model file: a ``.ksdf`` (by its magic bytes), else our checkpoint or the authors' ``.pth``
+    (``common.load_checkpoint``). Returns ``(model, info)``."""
+    path = Path(path)
+    if path.is_file():
+        with open(path, "rb") as f:
+            if f.read(len(MAGIC)) == MAGIC:
+                return read(path)
+    return load_checkpoint(path)
+
+
 def read(path: str | Path) -> tuple[torch.nn.Module, dict]:
     path = Path(path)
     if not path.is_file():
@@ -197,8 +216,6 @@ def read(path: str | Path) -> tuple[torch.nn.Module, dict]:
 
 
 def main(argv=None) -> int:
-    from common import load_checkpoint
-
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--model", help="checkpoint to encode (model.pt)")
     parser.add_argument("--bits", type=int, default=10, help="bits per weight: 2..16, or 32 for float32")

@@ -264,18 +264,13 @@ def _load_torch_file(path: Path) -> dict:
 
 
 def load_checkpoint(path: str | Path) -> tuple[torch.nn.Module, dict]:
-    """Load our checkpoint, a ``.ksdf`` file or the authors' released ``.pth``; return ``(model, info)``.
+    """Load our checkpoint or the authors' released ``.pth``; return ``(model, info)`` (``codec.load_model``
+    also reads ``.ksdf`` files).
 
     ``info`` holds ``arch``, ``model_args`` and, for our checkpoints, ``normalization`` and the rest of what
     training stored. The authors' file has no normalization: its frame is the normalized frame.
     """
     path = Path(path)
-    if path.is_file():
-        import codec  # imports this module, so not at the top
-
-        with open(path, "rb") as f:
-            if f.read(len(codec.MAGIC)) == codec.MAGIC:
-                return codec.read(path)
     data = _load_torch_file(path)
     if {"net", "sphereNet", "sphere32"} <= set(data):
         return _load_authors_model(path, data)

@@ -23,9 +23,10 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from scipy.spatial import cKDTree
 from tqdm import tqdm
 
+import rate_distortion as rd
+from codec import load_model
 from common import (
     InputError,
     RunPaths,
@@ -33,20 +34,20 @@ from common import (
     atomic_write_text,
     count_numbers,
     list_meshes,
-    load_checkpoint,
     mesh_name,
     pick_device,
     run_main,
     setup_logging,
 )
 from mesh_kind import TargetField, winding_number
+from metrics import chamfer, exact_chamfer, fscore, iou, normal_consistency
+from modelmesher import mesh_model
 from sphere_sampler import Mesh, load_mesh, normalize_mesh, sample_surface
 
 log = logging.getLogger("keysphere")
 
 CHAMFER_SAMPLES = 131072
 IOU_SAMPLES = 100_000
-FSCORE_TAU = 0.01
 NEAR_SURFACE_STD = 0.01
 SDF_GRID_RES = 32
 METRICS = ("cd2", "cd2_gt_to_rec", "cd2_rec_to_gt", "cd1", "cd2_exact", "cd1_exact", "giou", "iou",
@@ -54,63 +55,6 @@ METRICS = ("cd2", "cd2_gt_to_rec", "cd2_rec_to_gt", "cd1", "cd2_exact", "cd1_exa
 TABLE_METRICS = (("cd2", "CD2", "{:.4f}"), ("giou", "gIoU", "{:.2f}"), ("fscore", "F@0.01", "{:.3f}"),
                  ("normal_consistency", "NC", "{:.3f}"), ("numbers", "numbers", "{:.0f}"), ("bytes", "bytes", "{:.0f}"),
                  ("seconds", "s", "{:.0f}"))
-
-
-# ----------------------------------------------------------------------------------------------------------
-# Metrics (pure functions)
-
-
-def chamfer(a: np.ndarray, b: np.ndarray) -> dict:
-    """Chamfer distances between point sets as the paper reports them.
-
-    Parameters
-    ----------
-    a : (N, 3) array
-    b : (M, 3) array
-
-    Returns
-    -------
-    dict with ``cd2`` (mean squared nearest distance a->b plus b->a, x1e3), its two terms ``cd2_ab`` and
-    ``cd2_ba``, ``cd1`` (same, unsquared, x1e3), and the raw nearest distances ``d_ab`` (N,), ``d_ba`` (M,),
-    ``i_ab``, ``i_ba`` (nearest indices).
-    """
-    d_ab, i_ab = cKDTree(b).query(a, workers=-1)
-    d_ba, i_ba = cKDTree(a).query(b, workers=-1)
-    cd2_ab, cd2_ba = 1e3 * np.mean(d_ab ** 2), 1e3 * np.mean(d_ba ** 2)
-    return {"cd2": cd2_ab + cd2_ba, "cd2_ab": cd2_ab, "cd2_ba": cd2_ba, "cd1": 1e3 * (d_ab.mean() + d_ba.mean()),
-            "d_ab": d_ab, "d_ba": d_ba, "i_ab": i_ab, "i_ba": i_ba}
-
-
-def exact_chamfer(a_points: np.ndarray, a_mesh: Mesh, b_points: np.ndarray, b_mesh: Mesh) -> tuple[float, float]:
-    """Chamfer without a sampling floor: samples of each surface against the other mesh itself.
-
-    Returns
-    -------
-    (cd2, cd1), both x1e3, squared and unsquared distances as in ``chamfer``.
-    """
-    import igl
-
-    d2_ab = igl.point_mesh_squared_distance(a_points, b_mesh.vertices, b_mesh.faces)[0]
-    d2_ba = igl.point_mesh_squared_distance(b_points, a_mesh.vertices, a_mesh.faces)[0]
-    return (1e3 * (d2_ab.mean() + d2_ba.mean()),
-            1e3 * (np.sqrt(d2_ab).mean() + np.sqrt(d2_ba).mean()))
-
-
-def iou(a: np.ndarray, b: np.ndarray) -> float:
-    """Intersection over union of two boolean occupancy arrays of the same shape, in percent."""
-    union = np.logical_or(a, b).sum()
-    return 100.0 * np.logical_and(a, b).sum() / union if union else 100.0
-
-
-def fscore(d_ab: np.ndarray, d_ba: np.ndarray, tau: float = FSCORE_TAU) -> float:
-    """F-score at ``tau``: harmonic mean of precision (a within tau of b) and recall (b within tau of a)."""
-    precision, recall = np.mean(d_ab < tau), np.mean(d_ba < tau)
-    return 0.0 if precision + recall == 0 else 2 * precision * recall / (precision + recall)
-
-
-def normal_consistency(n_a: np.ndarray, n_b: np.ndarray, i_ab: np.ndarray, i_ba: np.ndarray) -> float:
-    """Mean |cos| between each sample's normal and its nearest neighbour's, averaged over both directions."""
-    return 0.5 * (np.abs(np.sum(n_a * n_b[i_ab], axis=1)).mean() + np.abs(np.sum(n_b * n_a[i_ba], axis=1)).mean())
 
 
 # ----------------------------------------------------------------------------------------------------------
@@ -173,19 +117,17 @@ def find_run_files(run_dir: Path, name: str) -> tuple[Path | None, Path | None]:
 
 def evaluate_run(gt: GroundTruth, run_dir: Path, name: str, device) -> dict:
     """All metrics of one run on one mesh; raises InputError when the run has nothing for this mesh."""
-    from modelmesher import mesh_model
-
     recon_path, model_path = find_run_files(run_dir, name)
     row = {"kind": gt.kind}
     model, shell = None, 0.0
     compressed = RunPaths(run_dir / name).compressed
     if model_path is not None:
-        model, info = load_checkpoint(model_path)
+        model, info = load_model(model_path)
         shell = float(info.get("shell") or 0.0)
         numbers = count_numbers(model)
         row.update(numbers=numbers, bytes=4 * numbers, float_bytes=4 * numbers, seconds=info.get("seconds", math.nan))
     if compressed.is_file():
-        model, _ = load_checkpoint(compressed)
+        model, _ = load_model(compressed)
         row.update(bytes=compressed.stat().st_size, ksdf_bytes=compressed.stat().st_size)
         row.setdefault("numbers", count_numbers(model))
     if model is not None:
@@ -295,17 +237,15 @@ def rd_rows(gt: GroundTruth, runs: list[str], run_dirs: list[Path], name: str, d
     rows : one dict per point (mesh, method, setting, bytes, cd2)
     curves : {label: points} for the plot
     """
-    import rate_distortion as rd
-
     curves = {"draco": rd.draco_points(gt.mesh, gt.points, CHAMFER_SAMPLES)}
     for run, run_dir in zip(runs, run_dirs):
         paths = RunPaths(run_dir / name)
         _, model_path = find_run_files(run_dir, name)
         if model_path is not None and model_path.suffix != ".ksdf":
-            model, info = load_checkpoint(model_path)
+            model, info = load_model(model_path)
             curves[run] = rd.codec_points(model, info, gt.points, CHAMFER_SAMPLES, device)
         if paths.compressed.is_file():
-            model, info = load_checkpoint(paths.compressed)
+            model, info = load_model(paths.compressed)
             mesh = rd.model_mesh(model, device, float(info.get("shell") or 0.0))
             curves[f"{run} shipped"] = [{
                 "setting": f"model.ksdf ({info['bits']}-bit)", "bytes": paths.compressed.stat().st_size,
@@ -316,8 +256,6 @@ def rd_rows(gt: GroundTruth, runs: list[str], run_dirs: list[Path], name: str, d
 
 def rd_summary(rows: list[dict], runs: list[str], meshes: list[str]) -> tuple[str, list[dict]]:
     """Markdown table of each run's shipped file against Draco at equal CD2, with the median ratio."""
-    import rate_distortion as rd
-
     lines = ["| mesh | run | file bytes | CD2 | float32 CD2 | Draco bytes at equal CD2 | ours / Draco |",
              "|---|---|---|---|---|---|---|"]
     ratios = {run: [] for run in runs}
@@ -404,8 +342,6 @@ def main(argv=None) -> int:
 
 def write_rd(csv_path: Path, points: list[dict], curves: dict, runs: list[str], meshes: list[str]) -> None:
     """``<csv>-rd.csv`` (every point), ``-rd.md`` (shipped files against Draco) and ``-rd.png``."""
-    import rate_distortion as rd
-
     stem = csv_path.with_name(csv_path.stem + "-rd")
     buf = io.StringIO()
     writer = csv.DictWriter(buf, fieldnames=["mesh", "method", "setting", "bytes", "cd2"])

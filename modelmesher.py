@@ -18,7 +18,8 @@ import torch
 import trimesh
 from skimage.measure import marching_cubes
 
-from common import InputError, add_logging_flags, atomic_write, load_checkpoint, pick_device, run_main, setup_logging
+from codec import load_model
+from common import InputError, add_logging_flags, atomic_write, pick_device, run_main, setup_logging
 from sphere_sampler import Normalization
 
 log = logging.getLogger("keysphere")
@@ -158,7 +159,7 @@ def save_mesh(mesh: trimesh.Trimesh, path: str | Path) -> None:
 
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--model", required=True, help="our model.pt or the authors' .pth")
+    parser.add_argument("--model", required=True, help="our model.pt or model.ksdf, or the authors' .pth")
     parser.add_argument("--res", type=int, default=128, help="grid resolution per axis (default 128)")
     parser.add_argument("--out", required=True, help="output mesh: .obj, .ply or .stl")
     parser.add_argument("--original-frame", action="store_true",
@@ -180,7 +181,7 @@ def main(argv=None) -> int:
         except ValueError:
             raise InputError(f"--level must be a number or auto, got {args.level!r}") from None
     device = pick_device(args.device)
-    model, info = load_checkpoint(args.model)
+    model, info = load_model(args.model)
     start = time.perf_counter()
     try:
         mesh = mesh_model(model, args.res, device, args.level, shell=float(info.get("shell") or 0.0))

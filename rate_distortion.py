@@ -12,6 +12,9 @@ import numpy as np
 import torch
 
 import codec
+from common import InputError, atomic_write
+from metrics import chamfer
+from modelmesher import mesh_model
 from sphere_sampler import Mesh, sample_surface
 
 PTQ_BITS = (6, 7, 8, 10, 32)          # post-training quantization of the float checkpoint
@@ -22,17 +25,12 @@ DRACO_LEVEL = 10                      # Draco compression level (its best)
 
 def surface_cd2(mesh: Mesh, gt_points: np.ndarray, samples: int) -> float:
     """CD2 (x1e3) of a mesh's area-uniform samples (seed 1, as eval.py) against ground-truth samples."""
-    from eval import chamfer
-
     return chamfer(sample_surface(mesh, samples, seed=1)[0], gt_points)["cd2"]
 
 
 def model_mesh(model: torch.nn.Module, device, shell: float = 0.0) -> Mesh | None:
     """Marching cubes at 128^3 (as eval.py; a sheet's shell moved back onto the sheet); None when the field
     has no surface."""
-    from common import InputError
-    from modelmesher import mesh_model
-
     try:
         tm = mesh_model(model, 128, device, shell=shell)
     except InputError:
@@ -127,8 +125,6 @@ def plot(path, curves: dict, title_suffix: str = "") -> None:
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
-
-    from common import atomic_write
 
     meshes = list(curves)
     cols = min(4, len(meshes))

@@ -57,6 +57,7 @@ from common import (
     setup_logging,
 )
 from mesh_kind import TargetField
+from modelmesher import mesh_model, save_mesh
 from sphere_sampler import cached_key_spheres, load_mesh, normalize_mesh, sample_training_points, write_sphere_file
 from training import Member, Trained, model_args_for, quantization_aware_finetune, train_group
 
@@ -192,8 +193,6 @@ def finish_mesh(p: Prepared, trained: Trained, shipped: torch.nn.Module | None, 
                 cfg: TrainConfig, device: torch.device | str = "cpu") -> dict:
     """Write everything of a trained mesh into its work folder (the shipped ``model.ksdf`` first: the
     reconstruction is meshed from what it decodes to), move the folder into place and return the summary row."""
-    from modelmesher import mesh_model, save_mesh
-
     watch = Stopwatch(p.timings)
     model, history = trained.model.cpu(), dict(trained.history)
     if shipped is not None:

@@ -27,6 +27,7 @@ from tqdm import tqdm
 import codec
 from common import InputError, TrainConfig, build_model
 from mesh_kind import TargetField
+from modelmesher import evaluate_points
 from sphere_sampler import sample_hard_points
 
 log = logging.getLogger("keysphere")
@@ -338,8 +339,6 @@ def mining_grid(cfg: TrainConfig) -> int:
 def mine_hard_points(stack: NetworkStack, data: TrainingSet, fields: list, cfg: TrainConfig, seed: int) -> None:
     """Replace, in place, a ``mine_fraction`` of each network's training points, drawn at random, by the
     points where it errs most near its surface (``sample_hard_points``)."""
-    from modelmesher import evaluate_points
-
     n = data.points.shape[1]
     for k, field in enumerate(fields):
         if field is None:

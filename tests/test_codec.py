@@ -54,11 +54,11 @@ def test_bit_packing_is_exact():
         assert np.array_equal(codec.unpack_bits(codec.pack_bits(v, bits), len(v), bits), v)
 
 
-def test_file_round_trip_through_load_checkpoint(tmp_path):
+def test_file_round_trip_through_load_model(tmp_path):
     model, args = model_with_spheres()
     size = codec.write(tmp_path / "m.ksdf", model, "keysphere", args, 8, None)
     assert size == (tmp_path / "m.ksdf").stat().st_size
-    loaded, info = common.load_checkpoint(tmp_path / "m.ksdf")
+    loaded, info = codec.load_model(tmp_path / "m.ksdf")
     x = torch.rand(100, 3) * 2 - 1
     assert (loaded(x) - model(x)).abs().max() < 0.05
     assert info["arch"] == "keysphere"
