@@ -203,7 +203,8 @@ def finish_mesh(p: Prepared, trained: Trained, shipped: torch.nn.Module | None, 
             write_sphere_file(p.work.spheres, p.spheres, cfg.sphere_grid)
         numbers = count_numbers(model)
         surface = {"kind": p.kind, "shell": p.shell}
-        ksdf_bytes = codec.write(p.work.compressed, (shipped or model).cpu(), arch, model_args, cfg.codec_bits,
+        ksdf_bytes = codec.write(p.work.compressed, (model if shipped is None else shipped).cpu(), arch, model_args,
+                                 cfg.codec_bits,
                                  p.normalization, surface)
         decoded, _ = codec.read(p.work.compressed)  # everything downstream sees exactly what ships
         seconds = sum(p.timings.values())
