@@ -78,11 +78,12 @@ def matmul_peak(device: torch.device, n: int = 2048, repeat: int = 10) -> float:
 MATMUL_OPS = ("aten::mm", "aten::addmm", "aten::bmm", "aten::baddbmm", "aten::matmul")
 
 
-def one_network(arch: str, cfg: TrainConfig, device: torch.device, num_spheres: int):
-    """A fresh network of ``arch`` with random spheres, as a one-network stack, and its Adam."""
-    spheres = torch.cat([torch.rand(num_spheres, 3) * 1.6 - 0.8, -0.1 * torch.rand(num_spheres, 1)], 1)
-    stack = NetworkStack.new(arch, model_args_for(arch, cfg, num_spheres), [None if arch == "ni" else spheres],
-                             0, device)
+def random_networks(arch: str, cfg: TrainConfig, device: torch.device, num_spheres: int, count: int = 1):
+    """``count`` fresh networks of ``arch``, each with random spheres, as a stack, and its Adam."""
+    spheres = [None if arch == "ni" else
+               torch.cat([torch.rand(num_spheres, 3) * 1.6 - 0.8, -0.1 * torch.rand(num_spheres, 1)], 1).to(device)
+               for _ in range(count)]
+    stack = NetworkStack.new(arch, model_args_for(arch, cfg, num_spheres), spheres, 0, device)
     return stack, torch.optim.Adam(stack.params.values(), lr=cfg.lr, fused=True)
 
 
@@ -97,7 +98,7 @@ def step_breakdown(arch: str, cfg: TrainConfig, device: torch.device, num_sphere
     """
     from torch.profiler import ProfilerActivity, profile
 
-    stack, opt = one_network(arch, cfg, device, num_spheres)
+    stack, opt = random_networks(arch, cfg, device, num_spheres)
     x = stack.precompute(torch.rand(1, cfg.batch_size, 3, device=device) * 2 - 1)
     y = torch.rand(1, cfg.batch_size, device=device) * 0.1
 
@@ -133,7 +134,7 @@ def step_throughput(arch: str, cfg: TrainConfig, device: torch.device, num_spher
     -------
     dict with ``hand`` and ``autograd`` points per second (best of three passes of ``steps`` steps each).
     """
-    stack, opt = one_network(arch, cfg, device, num_spheres)
+    stack, opt = random_networks(arch, cfg, device, num_spheres)
     model = stack.export(0).to(device)
     model_opt = torch.optim.Adam(model.parameters(), lr=cfg.lr, fused=True)
     n = cfg.batch_size * steps
@@ -172,11 +173,7 @@ def stacked_step_rates(arch: str, cfg: TrainConfig, device: torch.device, counts
     ``batch_size`` points plus the sphere centres each), after as many steps of warm-up. Returns (K, s)."""
     rates = []
     for count in counts:
-        spheres = [torch.cat([torch.rand(cfg.num_spheres, 3) * 1.6 - 0.8, -0.1 * torch.rand(cfg.num_spheres, 1)], 1)
-                   .to(device) for _ in range(count)]
-        stack = NetworkStack.new(arch, model_args_for(arch, cfg, cfg.num_spheres),
-                                 [None] * count if arch == "ni" else spheres, 0, device)
-        opt = torch.optim.Adam(stack.params.values(), lr=cfg.lr, fused=True)
+        stack, opt = random_networks(arch, cfg, device, cfg.num_spheres, count)
         points = cfg.batch_size + (0 if arch == "ni" else cfg.num_spheres)
         x = stack.precompute(torch.rand(count, points, 3, device=device) * 2 - 1)
         y = torch.rand(count, points, device=device) * 0.1
@@ -210,7 +207,7 @@ def series(mesh_dir: str, config: str, arch: str, device: torch.device, out: str
         raise InputError(f"{mesh_dir}: no mesh went through")
     busy = sum(t.get("train", 0) + t.get("qat", 0) for t in timings)  # each mesh carries its share of its group
     points = len(rows) * cfg.num_samples * (total_epochs(cfg) + (cfg.qat_epochs if cfg.codec_bits < 32 else 0))
-    cpu = {s: statistics.median(t.get(s, 0) for t in timings) for s in ("load", "spheres", "samples", "mesh")}
+    cpu = {s: statistics.median(t.get(s, 0) for t in timings) for s in ("load", "spheres", "samples")}
     sys.stdout.write(f"{len(rows)} meshes in {wall:.1f} s: {wall / len(rows):.2f} s per mesh end to end ({device}, "
                      f"{Path(config).name} {' '.join(overrides)})\n"
                      f"training (all groups, quantization-aware fine-tuning included) {busy:.1f} s: "

@@ -197,9 +197,8 @@ def inside(points: np.ndarray, vertices: np.ndarray, faces: np.ndarray, mk: Mesh
     in_wall = np.nonzero(label == WALL)[0]
     if len(in_wall) == 0:
         return result
-    winding_inside = winding_number(points[in_wall], vertices, faces) > 0.5
     if mk.trust_winding:
-        result[in_wall] = winding_inside
+        result[in_wall] = winding_number(points[in_wall], vertices, faces) > 0.5
         return result
     if nearest is None:
         _, nearest = nearest_surface(points, vertices, faces)
@@ -211,7 +210,9 @@ def inside(points: np.ndarray, vertices: np.ndarray, faces: np.ndarray, mk: Mesh
     w = voxel_index(away, res)
     beyond = mk.labels[w[:, 0], w[:, 1], w[:, 2]]
     decided = (beyond != WALL) & (length > 1e-9)
-    result[in_wall] = np.where(decided, beyond == INSIDE, winding_inside)
+    result[in_wall] = beyond == INSIDE
+    undecided = in_wall[~decided]  # the winding number only where stepping out did not settle it
+    result[undecided] = winding_number(points[undecided], vertices, faces) > 0.5
     return result
 
 

@@ -178,13 +178,13 @@ def train_prepared(group: list[Prepared], arch: str, cfg: TrainConfig, device: t
     start = time.perf_counter()
     trained = train_group(arch, model_args, cfg, members, device, quiet)
     train_seconds = time.perf_counter() - start
-    shipped = [(None, [])] * len(group)
-    if cfg.qat_epochs > 0 and cfg.codec_bits < 32:
-        shipped = quantization_aware_finetune(trained, members, cfg, device, quiet)
+    fine_tune = cfg.qat_epochs > 0 and cfg.codec_bits < 32
+    shipped = quantization_aware_finetune(trained, members, cfg, device, quiet) if fine_tune else \
+        [(None, [])] * len(group)
     qat_seconds = time.perf_counter() - start - train_seconds
     for p in group:
         p.timings["train"] = train_seconds / len(group)
-        if cfg.qat_epochs > 0 and cfg.codec_bits < 32:
+        if fine_tune:
             p.timings["qat"] = qat_seconds / len(group)
     return [(t, s, losses) for t, (s, losses) in zip(trained, shipped)]
 
@@ -203,9 +203,9 @@ def finish_mesh(p: Prepared, trained: Trained, shipped: torch.nn.Module | None, 
             write_sphere_file(p.work.spheres, p.spheres, cfg.sphere_grid)
         numbers = count_numbers(model)
         surface = {"kind": p.kind, "shell": p.shell}
-        ksdf_bytes = codec.write(p.work.compressed, (model if shipped is None else shipped).cpu(), arch, model_args,
-                                 cfg.codec_bits,
-                                 p.normalization, surface)
+        to_ship = model if shipped is None else shipped.cpu()
+        ksdf_bytes = codec.write(p.work.compressed, to_ship, arch, model_args, cfg.codec_bits, p.normalization,
+                                 surface)
         decoded, _ = codec.read(p.work.compressed)  # everything downstream sees exactly what ships
         seconds = sum(p.timings.values())
         save_checkpoint(p.work.checkpoint, model, arch, model_args, {
@@ -214,17 +214,13 @@ def finish_mesh(p: Prepared, trained: Trained, shipped: torch.nn.Module | None, 
             "bytes": 4 * numbers, "ksdf_bytes": ksdf_bytes, "seconds": float(seconds),
             "timings": {k: float(v) for k, v in p.timings.items()}, "torch": str(torch.__version__)})
         plot_losses(p.work.loss_plot, history, f"{p.mesh['name']} ({arch})")
-        status = "ok"
-        try:
+        try:  # without a reconstruction the row's status is "ok (no surface)" (row_from_checkpoint)
             save_mesh(mesh_model(decoded.to(device), cfg.mesh_res, device, shell=p.shell), p.work.reconstruction)
         except InputError as exc:
             log.warning("%s: %s", p.path.name, exc)
-            status = "ok (no surface)"
         watch.lap("mesh")
         log.info("%s: loss %.6f, %d numbers, %s", p.path.name, history["final_loss"], numbers,
                  ", ".join(f"{k} {v:.1f} s" for k, v in p.timings.items()))
-        if status != "ok":
-            p.work.reconstruction.unlink(missing_ok=True)
     final = RunPaths(p.work.dir.parent / p.mesh["name"])
     replace_dir(p.work.dir, final.dir)
     failure_record(final).unlink(missing_ok=True)
@@ -361,7 +357,7 @@ def run_groups(meshes: list[Path], out: Path, arch: str, cfg: TrainConfig, devic
     on ``device``. At most two groups' worth of prepared meshes wait at a time (bounded memory)."""
     context = multiprocessing.get_context("spawn")
     pending = collections.deque(meshes)
-    preparing, finishing, ready = {}, set(), collections.defaultdict(list)
+    preparing, finishing, ready = {}, {}, collections.defaultdict(list)  # futures -> mesh paths
     with ProcessPoolExecutor(workers, context, initializer=_worker_init, initargs=(1, True, verbose)) as pool:
         def top_up():
             while pending and len(preparing) + sum(map(len, ready.values())) < 2 * group:
@@ -371,8 +367,7 @@ def run_groups(meshes: list[Path], out: Path, arch: str, cfg: TrainConfig, devic
         def collect(done):
             for future in done:
                 if future in finishing:
-                    finishing.discard(future)
-                    on_row(result_or_failure(future, None, out))
+                    on_row(result_or_failure(future, finishing.pop(future), out))
                     continue
                 path = preparing.pop(future)
                 result = result_or_failure(future, path, out)
@@ -387,7 +382,7 @@ def run_groups(meshes: list[Path], out: Path, arch: str, cfg: TrainConfig, devic
             if full is None and not preparing:
                 full = next(key for key, items in ready.items() if items)
             if full is None:
-                collect(wait(set(preparing) | finishing, return_when=FIRST_COMPLETED).done)
+                collect(wait(set(preparing) | set(finishing), return_when=FIRST_COMPLETED).done)
                 top_up()
                 continue
             batch, ready[full] = ready[full][:group], ready[full][group:]
@@ -402,20 +397,20 @@ def run_groups(meshes: list[Path], out: Path, arch: str, cfg: TrainConfig, devic
             for p, (trained, shipped, qat_losses) in zip(batch, results):
                 p.field, p.points, p.sdf = None, None, None  # not needed to finish: keep the pickles small
                 trained = dataclasses.replace(trained, model=trained.model.cpu(), points=None, sdf=None)
-                finishing.add(pool.submit(finish_job, p, trained, None if shipped is None else shipped.cpu(),
-                                          qat_losses, arch, cfg))
+                future = pool.submit(finish_job, p, trained, None if shipped is None else shipped.cpu(), qat_losses,
+                                     arch, cfg)
+                finishing[future] = p.path
             collect(f for f in list(finishing) if f.done())
         collect(wait(finishing).done)
 
 
-def result_or_failure(future, path: Path | None, out: Path):
+def result_or_failure(future, path: Path, out: Path):
     """A pool job's result; a dead worker process becomes a failed row."""
     try:
         return future.result()
     except Exception as exc:  # the worker process itself died (killed, out of memory)
-        name = "?" if path is None else mesh_name(path)
-        log.error("%s: failed: worker process died (%s)", name, type(exc).__name__)
-        return {"mesh": name, "status": "failed: worker process died"}
+        log.error("%s: failed: worker process died (%s)", path, type(exc).__name__)
+        return {"mesh": mesh_name(path), "status": "failed: worker process died"}
 
 
 def _worker_init(threads: int, quiet: bool, verbose: bool) -> None:

@@ -18,6 +18,7 @@ import copy
 import dataclasses
 import logging
 import math
+import statistics
 from dataclasses import dataclass
 
 import torch
@@ -147,9 +148,6 @@ class NetworkStack:
             torch.manual_seed(seed)
             models.append(build_model(arch, model_args if s is None else {**model_args, "spheres": s}))
         return cls(models, device)
-
-    def __len__(self) -> int:
-        return len(self.models)
 
     def layers(self) -> list[tuple[torch.Tensor, torch.Tensor]]:
         """(weight, bias) of every layer; the first from ``input_layer_from`` (differentiable)."""
@@ -300,15 +298,10 @@ def run_epochs(stack: NetworkStack, opt, data: TrainingSet, epochs: int, cfg: Tr
             losses[k].append(v)
         if progress is not None:
             progress.update(1)
-            progress.set_postfix(loss=f"{statistics_median(epoch_loss):.5f}")
+            progress.set_postfix(loss=f"{statistics.median(epoch_loss):.5f}")
         if check is not None:
             check(stack)
     return losses
-
-
-def statistics_median(values: list[float]) -> float:
-    ordered = sorted(values)
-    return ordered[len(ordered) // 2]
 
 
 def collapsed(stack: NetworkStack, probe: torch.Tensor, target: torch.Tensor, final: bool) -> torch.Tensor:
@@ -402,7 +395,8 @@ def train_once(arch: str, model_args: dict, cfg: TrainConfig, members: list[Memb
             for r in range(cfg.restarts):
                 stack = NetworkStack.new(arch, model_args, spheres, cfg.seed + r, device)
                 opt = torch.optim.Adam(stack.params.values(), lr=cfg.lr, fused=True)
-                data = data or training_set(stack, points, sdf, spheres, cfg)  # the spheres fix the inputs
+                if data is None:  # every restart has the same spheres, so the same inputs
+                    data = training_set(stack, points, sdf, spheres, cfg)
                 losses = run_epochs(stack, opt, data, cfg.restart_epochs, cfg, generators, progress=bar)
                 for k, h in enumerate(histories):
                     h["restarts"].append(losses[k])
