@@ -119,6 +119,25 @@ class KeySphereSDF(nn.Module):
         encoder_bias = (w_feature @ params["sphere_encoder.bias"].unsqueeze(-1)).squeeze(-1)
         return torch.cat([w_xyz, w_feature @ params["sphere_encoder.weight"]], -1), encoder_bias + bias
 
+    def folded(self) -> "KeySphereSDF":
+        """The same function with the sphere encoder folded into the MLP's first layer (``input_layer``):
+        feature_dim 4, the encoder the identity, first layer [W_xyz, W_f A] and bias W_f b + b_1. At the
+        default sizes 6081 numbers instead of 7026; what ``.ksdf`` files store."""
+        weight, bias = self.input_layer()
+        width, layers = weight.shape[0], len(self.mlp.model) // 2 - 1
+        out = KeySphereSDF(len(self.spheres), layers, width, 4, self.spheres, self.weighting)
+        state = {k: v for k, v in self.state_dict().items() if k.startswith("mlp.")}
+        state.update({"spheres": self.spheres, "sphere_encoder.weight": torch.eye(4),
+                      "sphere_encoder.bias": torch.zeros(4), "mlp.model.0.weight": weight.detach(),
+                      "mlp.model.0.bias": bias.detach()})
+        out.load_state_dict(state)
+        return out
+
+    def is_folded(self) -> bool:
+        """Whether the sphere encoder is the identity (``folded``)."""
+        return self.sphere_encoder.weight.shape == (4, 4) and torch.equal(self.sphere_encoder.weight, torch.eye(4)) \
+            and not self.sphere_encoder.bias.any()
+
     def forward(self, points: torch.Tensor) -> torch.Tensor:
         """(N, 3) points -> (N,) signed distances."""
         # sum_i w_i (A s_i + b) = A (sum_i w_i s_i) + b because the weights sum to 1: averaging the (M, 4)

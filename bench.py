@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import argparse
 import csv
+import dataclasses
 import logging
 import math
 import statistics
@@ -43,6 +44,7 @@ from common import (
     run_main,
     setup_logging,
 )
+from quantization import fit_epochs
 from training import NetworkStack, model_args_for, total_epochs
 
 log = logging.getLogger("keysphere")
@@ -206,7 +208,8 @@ def series(mesh_dir: str, config: str, arch: str, device: torch.device, out: str
     if not rows:
         raise InputError(f"{mesh_dir}: no mesh went through")
     busy = sum(t.get("train", 0) + t.get("qat", 0) for t in timings)  # each mesh carries its share of its group
-    points = len(rows) * cfg.num_samples * (total_epochs(cfg) + (cfg.qat_epochs if cfg.codec_bits < 32 else 0))
+    fitting = sum(fit_epochs(arch, dataclasses.replace(cfg, codec_bits=b)) for b in [cfg.codec_bits] + cfg.extra_bits)
+    points = len(rows) * cfg.num_samples * (total_epochs(cfg) + fitting)
     cpu = {s: statistics.median(t.get(s, 0) for t in timings) for s in ("load", "spheres", "samples")}
     sys.stdout.write(f"{len(rows)} meshes in {wall:.1f} s: {wall / len(rows):.2f} s per mesh end to end ({device}, "
                      f"{Path(config).name} {' '.join(overrides)})\n"

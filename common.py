@@ -114,10 +114,14 @@ class TrainConfig:
     codec_bits: int = 10
     qat_epochs: int = 0
     qat_lr: float = 5e-4
+    fit: str = "gptq"
+    rd_bits: str = ""
 
     def __post_init__(self):
         if self.sphere_weighting not in ("distance", "inverse"):
             raise InputError(f"sphere_weighting must be distance or inverse, got {self.sphere_weighting!r}")
+        if self.fit not in ("gptq", "nearest", "straight_through"):
+            raise InputError(f"fit must be gptq, nearest or straight_through, got {self.fit!r}")
         if self.scheduler not in ("plateau", "onecycle", "cosine", "none"):
             raise InputError(f"scheduler must be plateau, onecycle, cosine or none, got {self.scheduler!r}")
         for name in ("num_spheres", "layers", "width", "epochs", "batch_size", "num_samples", "restarts"):
@@ -134,6 +138,18 @@ class TrainConfig:
             raise InputError(f"config value sheet_shell must be in (0, 0.5), got {self.sheet_shell}")
         if self.restarts > 1 and not 0 < self.restart_epochs <= self.epochs:
             raise InputError("config value restart_epochs must be between 1 and epochs")
+        for bits in [self.codec_bits] + self.extra_bits:
+            if not (2 <= bits <= 16 or bits == 32):
+                raise InputError(f"config values codec_bits and rd_bits must be 2..16 or 32, got {bits}")
+
+    @property
+    def extra_bits(self) -> list[int]:
+        """The bit depths of ``rd_bits`` other than ``codec_bits``, sorted."""
+        try:
+            depths = {int(b) for b in str(self.rd_bits).split(",") if b.strip()}
+        except ValueError:
+            raise InputError(f"config value rd_bits must list bit depths, e.g. 4,5,8, got {self.rd_bits!r}") from None
+        return sorted(depths - {self.codec_bits})
 
     @classmethod
     def load(cls, path: str | Path | None, overrides: list[str] = ()) -> "TrainConfig":
@@ -204,6 +220,10 @@ class RunPaths:
     @property
     def compressed(self) -> Path:
         return self.dir / "model.ksdf"
+
+    def compressed_at(self, bits: int) -> Path:
+        """A further operating point of the codec (config ``rd_bits``): ``model-<bits>bit.ksdf``."""
+        return self.dir / f"model-{bits}bit.ksdf"
 
 
 def mesh_name(path: Path) -> str:

@@ -229,58 +229,77 @@ def write_csv(path: Path, rows: list[dict]) -> None:
 
 
 def rd_rows(gt: GroundTruth, runs: list[str], run_dirs: list[Path], name: str, device) -> tuple[list[dict], dict]:
-    """Rate-distortion points of one mesh: per run its shipped ``model.ksdf`` and its float checkpoint
-    quantized after training at several bit depths; QEM + Draco at several face budgets and bits.
+    """Rate-distortion points of one mesh: per run every ``.ksdf`` file of the mesh (the shipped one and the
+    operating points of config ``rd_bits``) and its float checkpoint; QEM + Draco at several face budgets and
+    bits.
 
     Returns
     -------
     rows : one dict per point (mesh, method, setting, bytes, cd2)
-    curves : {label: points} for the plot
+    curves : {label: points} for the plot: ``draco``, each run, and ``<run> shipped``
     """
     curves = {"draco": rd.draco_points(gt.mesh, gt.points, CHAMFER_SAMPLES)}
     for run, run_dir in zip(runs, run_dirs):
-        paths = RunPaths(run_dir / name)
+        points = rd.file_points(run_dir / name, gt.points, CHAMFER_SAMPLES, device)
         _, model_path = find_run_files(run_dir, name)
         if model_path is not None and model_path.suffix != ".ksdf":
             model, info = load_model(model_path)
-            curves[run] = rd.codec_points(model, info, gt.points, CHAMFER_SAMPLES, device)
-        if paths.compressed.is_file():
-            model, info = load_model(paths.compressed)
-            mesh = rd.model_mesh(model, device, float(info.get("shell") or 0.0))
-            curves[f"{run} shipped"] = [{
-                "setting": f"model.ksdf ({info['bits']}-bit)", "bytes": paths.compressed.stat().st_size,
-                "cd2": rd.surface_cd2(mesh, gt.points, CHAMFER_SAMPLES) if mesh is not None else math.inf}]
-    rows = [{"mesh": name, "method": label, **p} for label, pts in curves.items() for p in pts]
+            points.append(rd.float_point(model, info, gt.points, CHAMFER_SAMPLES, device))
+        curves[run] = points
+        curves[f"{run} shipped"] = [p for p in points if p["setting"].endswith("(shipped)")]
+    rows = [{"mesh": name, "method": label, **p} for label, pts in curves.items() if not label.endswith(" shipped")
+            for p in pts]
     return rows, curves
 
 
-def rd_summary(rows: list[dict], runs: list[str], meshes: list[str]) -> tuple[str, list[dict]]:
-    """Markdown table of each run's shipped file against Draco at equal CD2, with the median ratio."""
-    lines = ["| mesh | run | file bytes | CD2 | float32 CD2 | Draco bytes at equal CD2 | ours / Draco |",
-             "|---|---|---|---|---|---|---|"]
-    ratios = {run: [] for run in runs}
+def rd_summary(rows: list[dict], runs: list[str], meshes: list[str]) -> tuple[str, dict]:
+    """Markdown table per mesh and run: the shipped file and the best point of the run's Pareto front, each
+    against QEM + Draco at equal CD2; medians of both ratios.
+
+    Returns
+    -------
+    (table, {run: {"shipped": ratios, "front": ratios}})
+    """
+    lines = ["| mesh | run | file bytes | CD2 | float32 CD2 | Draco bytes at equal CD2 | ours / Draco "
+             "| best on our front: setting, bytes, CD2 | its ours / Draco |",
+             "|---|---|---|---|---|---|---|---|---|"]
+    ratios = {run: {"shipped": [], "front": []} for run in runs}
     for mesh in meshes:
         draco = [r for r in rows if r["mesh"] == mesh and r["method"] == "draco"]
         for run in runs:
-            shipped = [r for r in rows if r["mesh"] == mesh and r["method"] == f"{run} shipped"]
+            ours = [r for r in rows if r["mesh"] == mesh and r["method"] == run]
+            shipped = [r for r in ours if r["setting"].endswith("(shipped)")]
             if not shipped:
                 continue
-            ours = shipped[0]
-            floats = [r["cd2"] for r in rows if r["mesh"] == mesh and r["method"] == run and r["setting"] == "float32"]
-            draco_bytes, flag = rd.bytes_at_cd2(draco, ours["cd2"])
-            ratio = ours["bytes"] / draco_bytes if math.isfinite(draco_bytes) else math.nan
-            ratios[run].append(ratio)
-            # outside Draco's CD2 range the ratio is a bound, marked as such
-            draco_cell = ("" if flag == "=" else flag + " ") + f"{draco_bytes:.0f}"
-            ratio_cell = ("" if flag == "=" else rd.ratio_flag(flag) + " ") + f"{ratio:.2f}"
-            float_cell = f"{floats[0]:.4f}" if floats else "-"
-            lines.append(f"| {mesh} | {run} | {ours['bytes']} | {ours['cd2']:.4f} | {float_cell} | {draco_cell} "
-                         f"| {ratio_cell} |")
+            floats = [r["cd2"] for r in ours if r["setting"] == "float32"]
+            ratio, draco_cell, ratio_cell = ratio_cells(shipped[0], draco)
+            ratios[run]["shipped"].append(ratio)
+            # the front's best point: the lowest ratio where Draco's curve covers the point's CD2
+            exact = [(r, p) for p in rd.pareto(ours) for r, _, cell in [ratio_cells(p, draco)]
+                     if math.isfinite(r) and not cell.startswith((">", "<"))]
+            best_cells = "- | -"
+            if exact:
+                best_ratio, best = min(exact, key=lambda rp: rp[0])
+                ratios[run]["front"].append(best_ratio)
+                best_cells = f"{best['setting']}, {best['bytes']}, {best['cd2']:.4f} | {best_ratio:.2f}"
+            lines.append(f"| {mesh} | {run} | {shipped[0]['bytes']} | {shipped[0]['cd2']:.4f} | "
+                         f"{f'{floats[0]:.4f}' if floats else '-'} | {draco_cell} | {ratio_cell} | {best_cells} |")
     for run in runs:
-        finite = [r for r in ratios[run] if math.isfinite(r)]
-        if finite:
-            lines.append(f"| **median** | {run} | | | | | {float(np.median(finite)):.2f} |")
+        shipped = [r for r in ratios[run]["shipped"] if math.isfinite(r)]
+        front = ratios[run]["front"]
+        if shipped or front:
+            lines.append(f"| **median** | {run} | | | | | {float(np.median(shipped)) if shipped else math.nan:.2f} | "
+                         f"| {float(np.median(front)) if front else math.nan:.2f} |")
     return "\n".join(lines) + "\n", ratios
+
+
+def ratio_cells(point: dict, draco: list[dict]) -> tuple[float, str, str]:
+    """ours / Draco at the point's CD2, and the table cells of Draco's bytes and the ratio; outside Draco's
+    CD2 range both are bounds, marked as such."""
+    draco_bytes, flag = rd.bytes_at_cd2(draco, point["cd2"])
+    ratio = point["bytes"] / draco_bytes if math.isfinite(draco_bytes) else math.nan
+    return (ratio, ("" if flag == "=" else flag + " ") + f"{draco_bytes:.0f}",
+            ("" if flag == "=" else rd.ratio_flag(flag) + " ") + f"{ratio:.2f}")
 
 
 def main(argv=None) -> int:

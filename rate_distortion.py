@@ -7,6 +7,7 @@ CD2 exactly as ``eval.py`` computes it (normalized frame, 131072 samples each wa
 from __future__ import annotations
 
 import math
+from pathlib import Path
 
 import numpy as np
 import torch
@@ -17,7 +18,6 @@ from metrics import chamfer
 from modelmesher import mesh_model
 from sphere_sampler import Mesh, sample_surface
 
-PTQ_BITS = (6, 7, 8, 10, 32)          # post-training quantization of the float checkpoint
 DRACO_FACES = (250, 500, 1000, 2000, 4000, 8000, 16000)
 DRACO_BITS = (8, 10, 12)              # Draco position quantization
 DRACO_LEVEL = 10                      # Draco compression level (its best)
@@ -38,19 +38,26 @@ def model_mesh(model: torch.nn.Module, device, shell: float = 0.0) -> Mesh | Non
     return Mesh(np.asarray(tm.vertices, dtype=np.float64), np.asarray(tm.faces, dtype=np.int64))
 
 
-def codec_points(model: torch.nn.Module, info: dict, gt_points: np.ndarray, samples: int, device,
-                 bits_list=PTQ_BITS) -> list[dict]:
-    """Our float checkpoint quantized after training at each of ``bits_list`` (no fine-tuning), encoded,
-    decoded and meshed: one point per bit depth. A field without surface gets CD2 inf."""
+def file_points(mesh_dir: Path, gt_points: np.ndarray, samples: int, device) -> list[dict]:
+    """One point per ``.ksdf`` file of a mesh's run folder (``model.ksdf`` is the shipped one, the others the
+    operating points of config ``rd_bits``), sorted by bytes. A field without surface gets CD2 inf."""
     points = []
-    for bits in bits_list:
-        data = codec.encode(model, info["arch"], info["model_args"], bits, info.get("normalization"),
-                            codec.surface_info(info))
-        decoded, _ = codec.decode(data)
-        mesh = model_mesh(decoded, device, codec.surface_info(info)["shell"])
-        points.append({"setting": f"{bits}-bit PTQ" if bits < 32 else "float32", "bytes": len(data),
+    for path in sorted(Path(mesh_dir).glob("model*.ksdf")):
+        model, info = codec.read(path)
+        mesh = model_mesh(model, device, info["shell"])
+        points.append({"setting": f"{info['bits']}-bit" + (" (shipped)" if path.name == "model.ksdf" else ""),
+                       "bytes": path.stat().st_size,
                        "cd2": surface_cd2(mesh, gt_points, samples) if mesh is not None else math.inf})
-    return points
+    return sorted(points, key=lambda p: p["bytes"])
+
+
+def float_point(model: torch.nn.Module, info: dict, gt_points: np.ndarray, samples: int, device) -> dict:
+    """The float checkpoint as a point: its float32 file's bytes and its own CD2."""
+    surface = codec.surface_info(info)
+    data = codec.encode(model, info["arch"], info["model_args"], 32, info.get("normalization"), surface)
+    mesh = model_mesh(model, device, surface["shell"])
+    return {"setting": "float32", "bytes": len(data),
+            "cd2": surface_cd2(mesh, gt_points, samples) if mesh is not None else math.inf}
 
 
 def draco_points(mesh: Mesh, gt_points: np.ndarray, samples: int, faces_list=DRACO_FACES,
@@ -144,7 +151,7 @@ def plot(path, curves: dict, title_suffix: str = "") -> None:
                            label=label)
             else:
                 ax.plot([p["bytes"] for p in pts], [p["cd2"] for p in pts], marker="o", ms=3,
-                        label=f"{label}: 6, 7, 8, 10 bit, float32")
+                        label=f"{label}: " + ", ".join(p["setting"].split()[0] for p in pts))
         ax.set(xscale="log", yscale="log", title=mesh, xlabel="bytes", ylabel="CD2 x1e3")
         ax.grid(True, which="both", alpha=0.2)
     for ax in axes.ravel()[len(meshes):]:

@@ -49,6 +49,7 @@ from common import (
     atomic_write_text,
     count_numbers,
     list_meshes,
+    load_checkpoint,
     mesh_name,
     pick_device,
     replace_dir,
@@ -58,8 +59,9 @@ from common import (
 )
 from mesh_kind import TargetField
 from modelmesher import mesh_model, save_mesh
+from quantization import quantization_aware_finetune
 from sphere_sampler import cached_key_spheres, load_mesh, normalize_mesh, sample_training_points, write_sphere_file
-from training import Member, Trained, model_args_for, quantization_aware_finetune, train_group
+from training import Member, Trained, model_args_for, train_group
 
 log = logging.getLogger("keysphere")
 SUMMARY_FIELDS = ["mesh", "status", "kind", "seconds", "final_loss", "numbers", "bytes", "ksdf_bytes",
@@ -165,47 +167,67 @@ def prepare_mesh(mesh_path: Path, arch: str, cfg: TrainConfig, work: RunPaths, c
 
 
 def train_prepared(group: list[Prepared], arch: str, cfg: TrainConfig, device: torch.device,
-                   quiet: bool) -> list[tuple[Trained, torch.nn.Module | None, list]]:
-    """Train the networks of a group of prepared meshes together, then fine-tune them for the codec.
-    Each mesh is charged an equal share of the group's seconds. Returns per mesh (trained network, the
-    quantization-aware copy or None, its fine-tuning losses)."""
+                   quiet: bool) -> list[tuple[Trained, dict]]:
+    """Train the networks of a group of prepared meshes together, then fit them to the codec. Each mesh is
+    charged an equal share of the group's seconds. Returns per mesh (trained network, ``fit_codec``'s fits)."""
     model_args = model_args_for(arch, cfg, 0 if group[0].spheres is None else len(group[0].spheres))
-    mined = {k.strip() for k in cfg.mine_kinds.split(",")}
-    members = [Member(p.mesh["name"], None if p.spheres is None else torch.as_tensor(p.spheres, device=device),
-                      torch.as_tensor(p.points, device=device), torch.as_tensor(p.sdf, device=device),
-                      p.field if p.kind in mined else None)
-               for p in group]
+    members = members_of(group, cfg, device)
     start = time.perf_counter()
     trained = train_group(arch, model_args, cfg, members, device, quiet)
-    train_seconds = time.perf_counter() - start
-    fine_tune = cfg.qat_epochs > 0 and cfg.codec_bits < 32
-    shipped = quantization_aware_finetune(trained, members, cfg, device, quiet) if fine_tune else \
-        [(None, [])] * len(group)
-    qat_seconds = time.perf_counter() - start - train_seconds
     for p in group:
-        p.timings["train"] = train_seconds / len(group)
-        if fine_tune:
-            p.timings["qat"] = qat_seconds / len(group)
-    return [(t, s, losses) for t, (s, losses) in zip(trained, shipped)]
+        p.timings["train"] = (time.perf_counter() - start) / len(group)
+    return list(zip(trained, fit_codec(group, trained, members, arch, cfg, device, quiet)))
 
 
-def finish_mesh(p: Prepared, trained: Trained, shipped: torch.nn.Module | None, qat_losses: list, arch: str,
-                cfg: TrainConfig, device: torch.device | str = "cpu") -> dict:
+def members_of(group: list[Prepared], cfg: TrainConfig, device: torch.device) -> list[Member]:
+    """What training needs of prepared meshes, on ``device`` (fields only for the kinds mined)."""
+    mined = {k.strip() for k in cfg.mine_kinds.split(",")}
+    return [Member(p.mesh["name"], None if p.spheres is None else torch.as_tensor(p.spheres, device=device),
+                   torch.as_tensor(p.points, device=device), torch.as_tensor(p.sdf, device=device),
+                   p.field if p.kind in mined else None)
+            for p in group]
+
+
+def fit_codec(group: list[Prepared], trained: list[Trained], members: list[Member], arch: str, cfg: TrainConfig,
+              device: torch.device, quiet: bool) -> list[dict]:
+    """Trained networks fitted to the codec (``quantization.py``) at ``codec_bits`` and each of ``rd_bits``:
+    per mesh {bits: (quantized copy, its steps, its fine-tuning losses)}; empty without fine-tuning
+    (``qat_epochs`` 0: the files quantize the float network)."""
+    fits = [{} for _ in group]
+    start = time.perf_counter()
+    model_args = model_args_for(arch, cfg, 0 if group[0].spheres is None else len(group[0].spheres))
+    for bits in [cfg.codec_bits] + cfg.extra_bits:
+        if cfg.qat_epochs > 0 and bits < 32:
+            depth = dataclasses.replace(cfg, codec_bits=bits)
+            for fit, result in zip(fits, quantization_aware_finetune(trained, members, arch, model_args, depth,
+                                                                     device, quiet)):
+                fit[bits] = result
+    for p in group:
+        p.timings["qat"] = (time.perf_counter() - start) / len(group)
+    return fits
+
+
+def finish_mesh(p: Prepared, trained: Trained, fits: dict, arch: str, cfg: TrainConfig,
+                device: torch.device | str = "cpu") -> dict:
     """Write everything of a trained mesh into its work folder (the shipped ``model.ksdf`` first: the
-    reconstruction is meshed from what it decodes to), move the folder into place and return the summary row."""
+    reconstruction is meshed from what it decodes to), move the folder into place and return the summary row.
+    ``fits``: ``fit_codec``'s for this mesh."""
     watch = Stopwatch(p.timings)
     model, history = trained.model.cpu(), dict(trained.history)
-    if shipped is not None:
-        history["quantization_aware"] = qat_losses
+    if cfg.codec_bits in fits:
+        history["quantization_aware"] = fits[cfg.codec_bits][2]
     model_args = model_args_for(arch, cfg, 0 if p.spheres is None else len(p.spheres))
     with mesh_log(p.work):
         if p.spheres is not None:
             write_sphere_file(p.work.spheres, p.spheres, cfg.sphere_grid)
         numbers = count_numbers(model)
         surface = {"kind": p.kind, "shell": p.shell}
-        to_ship = model if shipped is None else shipped.cpu()
-        ksdf_bytes = codec.write(p.work.compressed, to_ship, arch, model_args, cfg.codec_bits, p.normalization,
-                                 surface)
+        for bits in [cfg.codec_bits] + cfg.extra_bits:
+            to_ship, steps = fits[bits][:2] if bits in fits else (model, None)
+            size = codec.write(p.work.compressed if bits == cfg.codec_bits else p.work.compressed_at(bits),
+                               to_ship.cpu(), arch, model_args, bits, p.normalization, surface, steps)
+            if bits == cfg.codec_bits:
+                ksdf_bytes = size
         decoded, _ = codec.read(p.work.compressed)  # everything downstream sees exactly what ships
         seconds = sum(p.timings.values())
         save_checkpoint(p.work.checkpoint, model, arch, model_args, {
@@ -219,8 +241,8 @@ def finish_mesh(p: Prepared, trained: Trained, shipped: torch.nn.Module | None, 
         except InputError as exc:
             log.warning("%s: %s", p.path.name, exc)
         watch.lap("mesh")
-        log.info("%s: loss %.6f, %d numbers, %s", p.path.name, history["final_loss"], numbers,
-                 ", ".join(f"{k} {v:.1f} s" for k, v in p.timings.items()))
+        log.info("%s: loss %.6f, %d numbers, %d bytes shipped, %s", p.path.name, history["final_loss"], numbers,
+                 ksdf_bytes, ", ".join(f"{k} {v:.1f} s" for k, v in p.timings.items()))
     final = RunPaths(p.work.dir.parent / p.mesh["name"])
     replace_dir(p.work.dir, final.dir)
     failure_record(final).unlink(missing_ok=True)
@@ -310,22 +332,48 @@ def write_summary(path: Path, rows: list[dict]) -> None:
 
 
 def train_mesh(mesh_path: Path, out: Path, arch: str, cfg: TrainConfig, device: torch.device,
-               cache_dir: Path | None, force: bool, quiet: bool) -> dict:
-    """Train ``mesh_path`` into ``out/<mesh>/`` unless it is done already; returns its summary row. A failure
-    is logged and becomes the row's status, and leaves nothing but its failure record behind."""
-    row = done_row(mesh_path, out, force)
+               cache_dir: Path | None, force: bool, quiet: bool, refit: bool = False) -> dict:
+    """Train ``mesh_path`` into ``out/<mesh>/`` unless it is done already (``refit``: then fit its float
+    network to the codec again, ``refit_mesh``); returns its summary row. A failure is logged and becomes the
+    row's status, and leaves nothing but its failure record behind."""
+    done = RunPaths(out / mesh_name(mesh_path)).checkpoint.is_file()
+    row = None if refit and done else done_row(mesh_path, out, force)
     if row is not None:
         return row
     start = time.perf_counter()
     try:
         work = start_work(out, mesh_name(mesh_path))
+        if refit and done:
+            return refit_mesh(mesh_path, work, arch, cfg, device, cache_dir, quiet)
         p = prepare_mesh(mesh_path, arch, cfg, work, cache_dir, device)
         with mesh_log(work):
-            [(trained, shipped, qat_losses)] = train_prepared([p], arch, cfg, device, quiet)
+            [(trained, fits)] = train_prepared([p], arch, cfg, device, quiet)
         p.field = None
-        return finish_mesh(p, trained, shipped, qat_losses, arch, cfg, device)
+        return finish_mesh(p, trained, fits, arch, cfg, device)
     except Exception as exc:  # any failure of one mesh is reported in its row; the series goes on
         return failed_row(mesh_path, out, exc, time.perf_counter() - start)
+
+
+def refit_mesh(mesh_path: Path, work: RunPaths, arch: str, cfg: TrainConfig, device: torch.device,
+               cache_dir: Path | None, quiet: bool) -> dict:
+    """Fit the float network of a mesh trained earlier to the codec again (``codec_bits``, ``rd_bits``) on
+    freshly drawn training points, and rewrite its files in ``work`` then in place: no training. Re-encodes a
+    run at other bit depths, or one written by an older version. ``cfg`` must sample as the training did."""
+    final = RunPaths(work.dir.parent / mesh_name(mesh_path))
+    model, info = load_checkpoint(final.checkpoint)
+    if info["arch"] != arch:
+        raise InputError(f"{final.checkpoint}: a {info['arch']} model, not {arch}")
+    if final.log.is_file():
+        shutil.copyfile(final.log, work.log)
+    p = prepare_mesh(mesh_path, arch, cfg, work, cache_dir, device)
+    p.timings["train"] = float(info.get("timings", {}).get("train", 0.0))
+    trained = Trained(model.to(device), info["loss_history"], torch.as_tensor(p.points, device=device),
+                      torch.as_tensor(p.sdf, device=device))
+    with mesh_log(work):
+        log.info("%s: fitting the trained network to the codec again (--refit)", mesh_path.name)
+        [fits] = fit_codec([p], [trained], members_of([p], cfg, device), arch, cfg, device, quiet)
+    p.field = None
+    return finish_mesh(p, trained, fits, arch, cfg, device)
 
 
 def prepare_job(mesh_path: Path, out: Path, arch: str, cfg: TrainConfig, cache_dir: Path | None) -> Prepared | dict:
@@ -337,10 +385,10 @@ def prepare_job(mesh_path: Path, out: Path, arch: str, cfg: TrainConfig, cache_d
         return failed_row(mesh_path, out, exc, time.perf_counter() - start)
 
 
-def finish_job(p: Prepared, trained: Trained, shipped, qat_losses, arch: str, cfg: TrainConfig) -> dict:
+def finish_job(p: Prepared, trained: Trained, fits: dict, arch: str, cfg: TrainConfig) -> dict:
     """Pool job of the group path: ``finish_mesh`` on the CPU, a failure becomes the row."""
     try:
-        return finish_mesh(p, trained, shipped, qat_losses, arch, cfg, "cpu")
+        return finish_mesh(p, trained, fits, arch, cfg, "cpu")
     except Exception as exc:
         return failed_row(p.path, p.work.dir.parent, exc, sum(p.timings.values()))
 
@@ -394,11 +442,11 @@ def run_groups(meshes: list[Path], out: Path, arch: str, cfg: TrainConfig, devic
                 for p in batch:
                     on_row(failed_row(p.path, out, exc, sum(p.timings.values())))
                 continue
-            for p, (trained, shipped, qat_losses) in zip(batch, results):
+            for p, (trained, fits) in zip(batch, results):
                 p.field, p.points, p.sdf = None, None, None  # not needed to finish: keep the pickles small
                 trained = dataclasses.replace(trained, model=trained.model.cpu(), points=None, sdf=None)
-                future = pool.submit(finish_job, p, trained, None if shipped is None else shipped.cpu(), qat_losses,
-                                     arch, cfg)
+                fits = {bits: (m.cpu(), *rest) for bits, (m, *rest) in fits.items()}
+                future = pool.submit(finish_job, p, trained, fits, arch, cfg)
                 finishing[future] = p.path
             collect(f for f in list(finishing) if f.done())
         collect(wait(finishing).done)
@@ -465,6 +513,9 @@ def main(argv=None) -> int:
                         help="key-sphere cache (default: .cache/spheres); 'none' disables it")
     parser.add_argument("--shard", metavar="I/N", help="train only the meshes sorted(...)[I::N]; the summary goes to "
                                                        "<out>/summary.shard-I-of-N.csv")
+    parser.add_argument("--refit", action="store_true",
+                        help="meshes done already: fit their float networks to the codec again (codec_bits, "
+                             "rd_bits) and rewrite their files, without training; give the config they trained with")
     parser.add_argument("--merge", action="store_true",
                         help="rebuild <out>/summary.csv from the mesh folders and failure records on disk, then stop")
     add_logging_flags(parser)
@@ -504,13 +555,13 @@ def main(argv=None) -> int:
     rows: dict[str, dict] = {}
     todo = []
     for path in meshes:
-        row = done_row(path, out, args.force)
+        row = None if args.refit else done_row(path, out, args.force)
         if row is None:
             todo.append(path)
         else:
             rows[row["mesh"]] = row
     cores = cpu_cores()
-    group = default_group(cfg, device, max(1, len(todo)))
+    group = 1 if args.refit else default_group(cfg, device, max(1, len(todo)))
     with tqdm(total=len(meshes), initial=len(rows), desc="meshes", disable=args.quiet) as bar:
         def on_row(row):
             rows[row["mesh"]] = row
@@ -528,7 +579,8 @@ def main(argv=None) -> int:
             workers = min(cfg.workers or cores, len(todo)) if device.type == "cpu" else 1
             if workers <= 1:
                 for path in todo:
-                    on_row(train_mesh(path, out, args.arch, cfg, device, cache_dir, args.force, args.quiet))
+                    on_row(train_mesh(path, out, args.arch, cfg, device, cache_dir, args.force, args.quiet,
+                                      args.refit))
             else:
                 # one process per mesh at a time: these small matrices keep one core busier than two threads do
                 threads = cfg.threads or max(1, cores // workers)
@@ -536,7 +588,7 @@ def main(argv=None) -> int:
                 with ProcessPoolExecutor(workers, context, initializer=_worker_init,
                                          initargs=(threads, args.quiet, args.verbose)) as pool:
                     futures = {pool.submit(train_mesh, path, out, args.arch, cfg, device, cache_dir, args.force,
-                                           True): path for path in todo}
+                                           True, args.refit): path for path in todo}
                     for future in as_completed(futures):
                         on_row(result_or_failure(future, futures[future], out))
             at_a_time = f"{max(workers, 1)} at a time"

@@ -8,8 +8,8 @@ GPU this turns K launch-bound steps into one; on a CPU one network per process (
 fastest.
 
 ``train_group`` is the whole recipe for a group: optional restarts, the learning-rate schedule, hard-example
-mining, the collapse guard (a network whose field collapses is trained again at half the rate, in a group of
-retries) and quantization-aware fine-tuning. ``train_series.py`` feeds it meshes.
+mining and the collapse guard (a network whose field collapses is trained again at half the rate, in a group
+of retries); ``quantization.py`` then fits a group to the codec. ``train_series.py`` feeds it meshes.
 """
 
 from __future__ import annotations
@@ -252,12 +252,13 @@ def training_set(stack: NetworkStack, points: torch.Tensor, sdf: torch.Tensor, s
 
 def run_epochs(stack: NetworkStack, opt, data: TrainingSet, epochs: int, cfg: TrainConfig,
                generators: list[torch.Generator], scheduler=None, per_batch=False, progress=None,
-               quantize_bits=None, check=None) -> list[list[float]]:
+               quantizer: dict | None = None, check=None) -> list[list[float]]:
     """Train ``epochs`` epochs of mini-batches, each network through its own permutation; returns each
     network's epoch losses.
 
-    With ``quantize_bits`` every step runs forward and backward with the weights quantized as ``codec.py``
-    stores them and applies the gradient to the float weights (straight-through estimator).
+    With ``quantizer`` ({name: ((K,) steps, bound)}) every step runs forward and backward with those
+    parameters quantized as ``codec.py`` stores them and applies the gradient to the float weights
+    (straight-through).
     ``check(stack)``, when given, runs after every epoch.
     """
     k_count, n = data.inputs.shape[:2]
@@ -273,17 +274,17 @@ def run_epochs(stack: NetworkStack, opt, data: TrainingSet, epochs: int, cfg: Tr
             y = shuffled_sdf[:, start:start + cfg.batch_size]
             if data.anchors is not None:
                 x, y = torch.cat([x, data.anchors], 1), torch.cat([y, data.anchor_sdf], 1)
-            if quantize_bits:
+            if quantizer:
                 with torch.no_grad():
-                    stash = {name: p.detach().clone() for name, p in stack.params.items()}
-                    for name, p in stack.params.items():
-                        p.copy_(codec.fake_quantize(name, p, quantize_bits, stacked=True))
+                    stash = {name: stack.params[name].detach().clone() for name in quantizer}
+                    for name, (step, bound) in quantizer.items():
+                        stack.params[name].copy_(codec.quantize(stack.params[name], step, bound))
             opt.zero_grad(set_to_none=True)
             loss = stack.step(x, y)
-            if quantize_bits:
+            if quantizer:
                 with torch.no_grad():
-                    for name, p in stack.params.items():
-                        p.copy_(stash[name])
+                    for name, value in stash.items():
+                        stack.params[name].copy_(value)
             opt.step()
             if per_batch:
                 scheduler.step()
@@ -467,27 +468,3 @@ def train_group(arch: str, model_args: dict, cfg: TrainConfig, members: list[Mem
             break
         todo, cfg = retry, dataclasses.replace(cfg, lr=cfg.lr / 2)
     return results
-
-
-def quantization_aware_finetune(trained: list[Trained], members: list[Member], cfg: TrainConfig,
-                                device: torch.device, quiet: bool = True) -> list[tuple[torch.nn.Module, list]]:
-    """Copies of the trained networks fine-tuned together for ``cfg.qat_epochs`` epochs so that their weights
-    lose little when stored at ``cfg.codec_bits`` bits (cosine decay from ``cfg.qat_lr``). The spheres are
-    not trained, so they are quantized once, up front, and each network adapts to its own. Returns
-    (model, epoch losses) per network."""
-    models = [copy.deepcopy(t.model) for t in trained]
-    for m in models:
-        if hasattr(m, "spheres"):
-            m.spheres.copy_(codec.fake_quantize("spheres", m.spheres, cfg.codec_bits))
-    stack = NetworkStack(models, device)
-    # inputs from the quantized spheres; the float sphere centres stay training points
-    data = training_set(stack, torch.stack([t.points for t in trained]), torch.stack([t.sdf for t in trained]),
-                        [m.spheres for m in members], cfg)
-    opt = torch.optim.Adam(stack.params.values(), lr=cfg.qat_lr, fused=True)
-    steps = cfg.qat_epochs * math.ceil(data.points.shape[1] / cfg.batch_size)
-    scheduler = torch.optim.lr_scheduler.CosineAnnealingLR(opt, T_max=steps)
-    generators = [torch.Generator(device=device).manual_seed(cfg.seed + 1000) for _ in models]
-    with tqdm(total=cfg.qat_epochs, desc="  quantization-aware", leave=False, disable=quiet) as bar:
-        losses = run_epochs(stack, opt, data, cfg.qat_epochs, cfg, generators, scheduler, True, progress=bar,
-                            quantize_bits=cfg.codec_bits)
-    return [(stack.export(k), losses[k]) for k in range(len(models))]

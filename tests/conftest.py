@@ -60,12 +60,13 @@ def train(mesh_dir: Path, out: Path, *extra: str, arch: str = "keysphere") -> in
 @pytest.fixture(scope="session")
 def trained_series(tmp_path_factory) -> tuple[Path, Path]:
     """(mesh folder, run folder): ball, box and three bad files, trained once with the TINY budget (keysphere,
-    8-bit codec after one epoch of quantization-aware fine-tuning). Tests must not modify it."""
+    8-bit codec after quantization-aware fine-tuning, one epoch per stage, and a 4-bit operating point).
+    Tests must not modify it."""
     root = tmp_path_factory.mktemp("trained")
     folder = make_tiny_series(root / "meshes")
     (folder / "broken.obj").write_text("this is not a mesh\n")
     (folder / "cloud.ply").write_text("ply\nformat ascii 1.0\nelement vertex 3\nproperty float x\nproperty float y\n"
                                       "property float z\nend_header\n0 0 0\n1 0 0\n0 1 0\n")
     (folder / "nan.obj").write_text("v 0 0 0\nv 1 0 0\nv nan 1 0\nf 1 2 3\n")
-    train(folder, root / "ks", "--codec_bits=8")
+    train(folder, root / "ks", "--codec_bits=8", "--rd_bits=4")
     return folder, root / "ks"

@@ -41,18 +41,6 @@ def test_a_group_trains_the_same_networks_as_separate_trainings(arch):
         assert (t.model(m.points) - m.sdf).abs().mean() < (other.model(m.points) - m.sdf).abs().mean()
 
 
-def test_quantization_aware_finetuning_of_a_group_equals_one_by_one():
-    members = [member("a", 1, 0.5), member("b", 2, 0.3)]
-    args = training.model_args_for("keysphere", CFG, 8)
-    trained = training.train_group("keysphere", args, CFG, members, torch.device("cpu"))
-    together = training.quantization_aware_finetune(trained, members, CFG, torch.device("cpu"))
-    for k in range(2):
-        [(alone, losses)] = training.quantization_aware_finetune([trained[k]], [members[k]], CFG, torch.device("cpu"))
-        assert together[k][1] == pytest.approx(losses, rel=1e-4)
-        for p, q in zip(together[k][0].parameters(), alone.parameters()):
-            assert torch.allclose(p, q, atol=1e-4)
-
-
 def test_a_collapsed_network_is_retried_alone_at_half_the_rate(monkeypatch):
     sane = member("sane", 1, 0.5)
     doomed = member("doomed", 2, 0.5)

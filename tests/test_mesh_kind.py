@@ -125,7 +125,7 @@ def test_the_broken_corpus_trains_to_sane_fields(tmp_path):
     # a tiny budget (the rate that leaves the early plateau soonest; a ball may still sit on it at the end) and a
     # shell thick enough for its coarse grid
     assert train(folder, tmp_path / "run", "--qat_epochs=0", "--batch_size=128", "--epochs=20", "--mesh_res=48",
-                 "--sheet_shell=0.03") == 0
+                 "--sheet_shell=0.03", "--workers=2") == 0  # ten meshes: one process per core
     rows = {r["mesh"]: r for r in csv.DictReader(open(tmp_path / "run" / "summary.csv"))}
     for name, (tm, expected) in CORPUS.items():  # each trains to a field with a surface
         assert rows[name]["status"] == "ok" and rows[name]["kind"] == expected, name

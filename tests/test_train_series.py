@@ -108,10 +108,31 @@ def test_shipped_file_is_what_gets_meshed_and_eval_reports_its_rate_distortion(t
     for r in rows:  # the two one-sided terms add up to CD2
         assert float(r["cd2_gt_to_rec"]) + float(r["cd2_rec_to_gt"]) == pytest.approx(float(r["cd2"]), rel=1e-4)
     rd_rows = list(csv.DictReader(open(tmp_path / "e-rd.csv")))
-    methods = {r["method"] for r in rd_rows}
-    assert {"draco", "ks", "ks shipped"} <= methods
-    assert "**median** | ks" in (tmp_path / "e-rd.md").read_text()
+    assert {r["method"] for r in rd_rows} == {"draco", "ks"}
+    ours = {r["setting"]: int(r["bytes"]) for r in rd_rows if r["method"] == "ks"}
+    assert set(ours) == {"4-bit", "8-bit (shipped)", "float32"}  # rd_bits=4 wrote model-4bit.ksdf
+    assert ours["4-bit"] == paths.compressed_at(4).stat().st_size < ours["8-bit (shipped)"] < ours["float32"]
+    table = (tmp_path / "e-rd.md").read_text()
+    assert "**median** | ks" in table and "best on our front" in table
     assert (tmp_path / "e-rd.png").stat().st_size > 1000
+
+
+def test_refit_rewrites_the_files_of_a_run_without_training(tmp_path, trained_series):
+    folder, out = trained_series
+    run = tmp_path / "run"
+    shutil.copytree(out, run)
+    before = common.load_checkpoint(run / "ball" / "model.pt")[0].state_dict()
+    assert train_series.main(["--mesh-dir", str(folder), "--out", str(run), "--quiet", "--refit",
+                              "--cache-dir", str(out.parent / "cache"), *TINY, "--codec_bits=6", "--rd_bits=5"]) == 0
+    after, info = common.load_checkpoint(run / "ball" / "model.pt")
+    assert all(torch.equal(before[k], v) for k, v in after.state_dict().items())  # the float network stays
+    import codec
+
+    assert codec.read(run / "ball" / "model.ksdf")[1]["bits"] == 6 and (run / "ball" / "model-5bit.ksdf").is_file()
+    assert info["ksdf_bytes"] == (run / "ball" / "model.ksdf").stat().st_size
+    assert "fitting the trained network to the codec again" in (run / "ball" / "train.log").read_text()
+    rows = {r["mesh"]: r for r in csv.DictReader(open(run / "summary.csv"))}
+    assert rows["ball"]["status"] == "ok" and rows["broken"]["status"].startswith("failed")
 
 
 def test_compare_trains_every_architecture_on_one_budget_and_tabulates_the_ratio(tmp_path, tiny_series):
@@ -181,7 +202,7 @@ def test_shards_cover_every_mesh_once_and_merge_rebuilds_the_summary(tmp_path, t
     folder, one_shot = trained_series
     out = tmp_path / "sharded"
     for index in (0, 1):
-        assert train(folder, out, f"--shard={index}/2") == 0
+        assert train(folder, out, f"--shard={index}/2", "--codec_bits=8") == 0  # as trained_series
     shards = [summary(out, f"summary.shard-{i}-of-2.csv") for i in (0, 1)]
     assert sorted(list(shards[0]) + list(shards[1])) == ["ball", "box", "broken", "cloud", "nan"]
     assert list(shards[0]) == ["ball", "broken", "nan"]  # sorted(...)[0::2]
