@@ -61,7 +61,7 @@ from mesh_kind import TargetField
 from modelmesher import mesh_model, save_mesh
 from quantization import quantization_aware_finetune
 from sphere_sampler import cached_key_spheres, load_mesh, normalize_mesh, sample_training_points, write_sphere_file
-from training import Member, Trained, model_args_for, train_group
+from training import Member, NetworkStack, Trained, mine_hard_points, model_args_for, train_group, training_set
 
 log = logging.getLogger("keysphere")
 SUMMARY_FIELDS = ["mesh", "status", "kind", "seconds", "final_loss", "numbers", "bytes", "ksdf_bytes",
@@ -367,11 +367,17 @@ def refit_mesh(mesh_path: Path, work: RunPaths, arch: str, cfg: TrainConfig, dev
         shutil.copyfile(final.log, work.log)
     p = prepare_mesh(mesh_path, arch, cfg, work, cache_dir, device)
     p.timings["train"] = float(info.get("timings", {}).get("train", 0.0))
-    trained = Trained(model.to(device), info["loss_history"], torch.as_tensor(p.points, device=device),
-                      torch.as_tensor(p.sdf, device=device))
+    [member] = members_of([p], cfg, device)
+    points, sdf = member.points, member.sdf
+    if member.field is not None and cfg.mine_fraction > 0:  # as training ends: with hard examples (films)
+        stack = NetworkStack([model], device)
+        data = training_set(stack, points[None].clone(), sdf[None].clone(), [member.spheres], cfg)
+        mine_hard_points(stack, data, [member.field], cfg, cfg.seed)
+        points, sdf = data.points[0], data.sdf[0]
+    trained = Trained(model.to(device), info["loss_history"], points, sdf)
     with mesh_log(work):
         log.info("%s: fitting the trained network to the codec again (--refit)", mesh_path.name)
-        [fits] = fit_codec([p], [trained], members_of([p], cfg, device), arch, cfg, device, quiet)
+        [fits] = fit_codec([p], [trained], [member], arch, cfg, device, quiet)
     p.field = None
     return finish_mesh(p, trained, fits, arch, cfg, device)
 
