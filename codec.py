@@ -97,18 +97,21 @@ def tensor_bound(name: str, count: int, bits: int) -> int:
     return weight_bound(count, tensor_bits(name, bits))
 
 
+def broadcast_step(step: torch.Tensor, w: torch.Tensor) -> torch.Tensor:
+    """A 0-d step as is, a stacked (K,) step shaped to divide ``w`` (K, ...) network by network."""
+    return step.to(w.device).reshape((-1,) + (1,) * (w.dim() - 1)) if step.dim() else step.to(w.device)
+
+
 def integers(w: torch.Tensor, step: torch.Tensor, bound: int | None = None) -> torch.Tensor:
     """``w`` / ``step`` rounded (``step`` 0-d, or (K,) for a stacked ``w``), clamped to +-``bound`` when given
     (a step fixed before fine-tuning moved a tiny tensor far can otherwise leave the coded range)."""
-    step = step.to(w.device).reshape((-1,) + (1,) * (w.dim() - 1)) if step.dim() else step.to(w.device)
-    q = torch.round(w / step)
+    q = torch.round(w / broadcast_step(step, w))
     return q if bound is None else q.clamp(-bound, bound)
 
 
 def quantize(w: torch.Tensor, step: torch.Tensor, bound: int | None = None) -> torch.Tensor:
     """``w`` on the grid of ``step`` (see ``integers``): what the decoder returns."""
-    step_b = step.to(w.device).reshape((-1,) + (1,) * (w.dim() - 1)) if step.dim() else step.to(w.device)
-    return integers(w, step, bound) * step_b
+    return integers(w, step, bound) * broadcast_step(step, w)
 
 
 def sphere_centre_exponent(centres: np.ndarray) -> int:

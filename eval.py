@@ -274,9 +274,12 @@ def rd_summary(rows: list[dict], runs: list[str], meshes: list[str]) -> tuple[st
             floats = [r["cd2"] for r in ours if r["setting"] == "float32"]
             ratio, draco_cell, ratio_cell = ratio_cells(shipped[0], draco)
             ratios[run]["shipped"].append(ratio)
-            # the front's best point: the lowest ratio where Draco's curve covers the point's CD2
-            exact = [(r, p) for p in rd.pareto(ours) for r, _, cell in [ratio_cells(p, draco)]
-                     if math.isfinite(r) and not cell.startswith((">", "<"))]
+            # the front's best point: the lowest ratio where Draco's curve covers the point's CD2 (no bound)
+            exact = []
+            for point in rd.pareto(ours):
+                front_ratio, _, cell = ratio_cells(point, draco)
+                if math.isfinite(front_ratio) and not cell.startswith((">", "<")):
+                    exact.append((front_ratio, point))
             best_cells = "- | -"
             if exact:
                 best_ratio, best = min(exact, key=lambda rp: rp[0])

@@ -176,7 +176,7 @@ def train_prepared(group: list[Prepared], arch: str, cfg: TrainConfig, device: t
     trained = train_group(arch, model_args, cfg, members, device, quiet)
     for p in group:
         p.timings["train"] = (time.perf_counter() - start) / len(group)
-    return list(zip(trained, fit_codec(group, trained, members, arch, cfg, device, quiet)))
+    return list(zip(trained, fit_codec(group, trained, members, arch, model_args, cfg, device, quiet)))
 
 
 def members_of(group: list[Prepared], cfg: TrainConfig, device: torch.device) -> list[Member]:
@@ -188,14 +188,13 @@ def members_of(group: list[Prepared], cfg: TrainConfig, device: torch.device) ->
             for p in group]
 
 
-def fit_codec(group: list[Prepared], trained: list[Trained], members: list[Member], arch: str, cfg: TrainConfig,
-              device: torch.device, quiet: bool) -> list[dict]:
+def fit_codec(group: list[Prepared], trained: list[Trained], members: list[Member], arch: str, model_args: dict,
+              cfg: TrainConfig, device: torch.device, quiet: bool) -> list[dict]:
     """Trained networks fitted to the codec (``quantization.py``) at ``codec_bits`` and each of ``rd_bits``:
     per mesh {bits: (quantized copy, its steps, its fine-tuning losses)}; empty without fine-tuning
     (``qat_epochs`` 0: the files quantize the float network)."""
     fits = [{} for _ in group]
     start = time.perf_counter()
-    model_args = model_args_for(arch, cfg, 0 if group[0].spheres is None else len(group[0].spheres))
     for bits in [cfg.codec_bits] + cfg.extra_bits:
         if cfg.qat_epochs > 0 and bits < 32:
             depth = dataclasses.replace(cfg, codec_bits=bits)
@@ -377,7 +376,7 @@ def refit_mesh(mesh_path: Path, work: RunPaths, arch: str, cfg: TrainConfig, dev
     trained = Trained(model.to(device), info["loss_history"], points, sdf)
     with mesh_log(work):
         log.info("%s: fitting the trained network to the codec again (--refit)", mesh_path.name)
-        [fits] = fit_codec([p], [trained], [member], arch, cfg, device, quiet)
+        [fits] = fit_codec([p], [trained], [member], arch, info["model_args"], cfg, device, quiet)
     p.field = None
     return finish_mesh(p, trained, fits, arch, cfg, device)
 
