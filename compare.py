@@ -1,10 +1,12 @@
 """Train several architectures on a mesh folder with the same budget and tabulate them side by side.
 
-    python compare.py --mesh-dir ../shared/meshes --out runs/compare [--archs keysphere ni] [--rd] [--KEY=VALUE ...]
+    python compare.py --mesh-dir ../shared/meshes --out runs/compare [--archs keysphere ni] [--rd] [--render]
+                      [--KEY=VALUE ...]
 
 Every architecture gets the same config: the same samples (same seed), the same epochs and batches. The table
 (``<out>/compare.md``, also printed) has per mesh CD2, gIoU, stored numbers, bytes and seconds per
-architecture, and the ratio CD2(keysphere) / CD2(ni) with its mean and median.
+architecture, and the ratio CD2(keysphere) / CD2(ni) with its mean and median. ``--render`` adds a picture per
+mesh with one column per architecture (``<out>/compare-render/``) and ``<out>/compare-report.md``.
 """
 
 from __future__ import annotations
@@ -24,6 +26,7 @@ def main(argv=None) -> int:
     parser.add_argument("--out", required=True, help="output folder: <out>/<arch>/..., <out>/compare.csv and .md")
     parser.add_argument("--force", action="store_true", help="retrain meshes that are already done")
     parser.add_argument("--rd", action="store_true", help="also eval.py's rate-distortion report vs QEM + Draco")
+    parser.add_argument("--render", action="store_true", help="also eval.py's pictures and run report")
     parser.add_argument("--device", default="auto", help="cpu, cuda or auto")
     add_logging_flags(parser)
     args, overrides = parser.parse_known_args(argv)
@@ -36,6 +39,7 @@ def main(argv=None) -> int:
     ratio = ["--ratio", "keysphere", "ni"] if {"keysphere", "ni"} <= set(args.archs) else []
     return evaluate.main(["--mesh-dir", args.mesh_dir, "--results", *[f"{args.out}/{a}" for a in args.archs],
                           "--csv", f"{args.out}/compare.csv", *ratio, *(["--rd"] if args.rd else []),
+                          *(["--render"] if args.render else []),
                           *common_flags])
 
 

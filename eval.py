@@ -2,6 +2,7 @@
 
     python eval.py --mesh-dir data/shapes --results runs/keysphere runs/ni --csv results/eval.csv
     python eval.py ... --rd        # also a rate-distortion report: results/eval-rd.{csv,md,png}
+    python eval.py ... --render    # also pictures, results/eval-render/<mesh>.png, and results/eval-report.md
 
 Every metric is computed in the normalized frame (smallest enclosing ball of the ground truth scaled to
 radius 0.9) with fixed seeds; see ``README.md`` for the exact definitions. A run folder holds, per mesh,
@@ -42,6 +43,7 @@ from common import (
 from mesh_kind import TargetField, winding_number
 from metrics import chamfer, exact_chamfer, fscore, iou, normal_consistency
 from modelmesher import mesh_model
+from render import COLORS, Camera, render_field, render_mesh, save_panels, sphere_meshes
 from sphere_sampler import Mesh, load_mesh, normalize_mesh, sample_surface
 
 log = logging.getLogger("keysphere")
@@ -153,6 +155,55 @@ def evaluate_run(gt: GroundTruth, run_dir: Path, name: str, device) -> dict:
         row["iou"] = iou(pred[:IOU_SAMPLES], gt.iou_inside[:IOU_SAMPLES])
     row["floor_cd2"] = gt.floor_cd2
     return row
+
+
+def render_row(gt: GroundTruth, runs: list[str], run_dirs: list[Path], name: str, rows: list[dict], path: Path,
+               size: int, device) -> None:
+    """One PNG for a mesh: ground truth | each run's shipped model (``model.ksdf``, else its checkpoint, else
+    its reconstruction) | the key spheres of the first run that has them; CD2 and file bytes in the captions."""
+    camera = Camera.default()
+    images = [render_mesh(gt.mesh.vertices, gt.mesh.faces, camera, size, size)[0]]
+    captions = [f"ground truth ({len(gt.mesh.faces):,} faces)"]
+    spheres = None
+    for run, run_dir in zip(runs, run_dirs):
+        row = next((r for r in rows if r["mesh"] == name and r["run"] == run), {})
+        recon_path, model_path = find_run_files(run_dir, name)
+        compressed = RunPaths(run_dir / name).compressed
+        model_path = compressed if compressed.is_file() else model_path
+        if model_path is not None:
+            model, _ = load_model(model_path)
+            image = render_field(model, camera, size, size, device)[0]
+            if spheres is None and getattr(model, "spheres", None) is not None:
+                spheres = model.spheres.detach().cpu().numpy()
+        elif recon_path is not None:
+            recon = load_mesh(recon_path)
+            image = render_mesh(recon.vertices, recon.faces, camera, size, size, COLORS["model"])[0]
+        else:
+            continue
+        images.append(image)
+        caption = run
+        if row.get("status") == "ok":
+            caption += f": CD2 {row['cd2']:.4f}, {row['bytes']:,.0f} B"
+        captions.append(caption + ("" if model_path is None else f" ({model_path.name})"))
+    if spheres is not None:
+        images.append(render_mesh(*sphere_meshes(spheres), camera, size, size, COLORS["spheres"])[0])
+        captions.append(f"{len(spheres)} key spheres")
+    save_panels(path, images, captions, title=f"{name} ({gt.kind})")
+
+
+def write_report(csv_path: Path, table: str, meshes: list[str], render_dir: Path, rd: bool) -> Path:
+    """``<csv>-report.md``: the table, the rate-distortion plot and table (with ``--rd``) and every mesh's
+    picture, linked relatively so that the folder reads offline."""
+    lines = [f"# Run report: {csv_path.stem}", "", table]
+    rd_stem = csv_path.with_name(csv_path.stem + "-rd")
+    if rd:
+        lines += ["## Rate-distortion", "", f"![rate-distortion]({rd_stem.name}.png)", "",
+                  rd_stem.with_suffix(".md").read_text()]
+    lines += ["## Pictures", ""]
+    lines += [f"![{m}]({render_dir.name}/{m}.png)\n" for m in meshes if (render_dir / f"{m}.png").is_file()]
+    path = csv_path.with_name(csv_path.stem + "-report.md")
+    atomic_write_text(path, "\n".join(lines) + "\n")
+    return path
 
 
 # ----------------------------------------------------------------------------------------------------------
@@ -314,10 +365,15 @@ def main(argv=None) -> int:
                         help="add the column CD2(RUN_A) / CD2(RUN_B); runs are named by their folder names")
     parser.add_argument("--rd", action="store_true",
                         help="also a rate-distortion report against QEM + Draco: <csv>-rd.csv, -rd.md, -rd.png")
+    parser.add_argument("--render", action="store_true",
+                        help="also a picture per mesh, <csv>-render/<mesh>.png, and a run report, <csv>-report.md")
+    parser.add_argument("--render-size", type=int, default=512, help="pixels per side of each picture (default 512)")
     parser.add_argument("--device", default="auto", help="cpu, cuda or auto (default: cuda when present)")
     add_logging_flags(parser)
     args = parser.parse_args(argv)
     setup_logging(args.quiet, args.verbose)
+    if args.render_size < 16:
+        raise InputError(f"--render-size must be at least 16, got {args.render_size}")
     device = pick_device(args.device)
     run_dirs = [Path(r) for r in args.results]
     for r in run_dirs:
@@ -333,6 +389,7 @@ def main(argv=None) -> int:
     if not mesh_paths:
         raise InputError(f"{args.mesh_dir}: none of its meshes has a result in {', '.join(args.results)}")
     rows, rd_points, rd_curves = [], [], {}
+    render_dir = Path(args.csv).with_name(Path(args.csv).stem + "-render")
     for path in tqdm(mesh_paths, desc="meshes", disable=args.quiet):
         name = mesh_name(path)
         try:
@@ -352,6 +409,11 @@ def main(argv=None) -> int:
         if args.rd:
             points, rd_curves[name] = rd_rows(gt, runs, run_dirs, name, device)
             rd_points += points
+        if args.render:
+            try:
+                render_row(gt, runs, run_dirs, name, rows, render_dir / f"{name}.png", args.render_size, device)
+            except InputError as exc:
+                log.warning("%s: no picture: %s", name, exc)
     csv_path = Path(args.csv)
     write_csv(csv_path, rows)
     table = markdown_table(rows, runs, [mesh_name(p) for p in mesh_paths], tuple(args.ratio) if args.ratio else None)
@@ -359,6 +421,9 @@ def main(argv=None) -> int:
     sys.stdout.write(table)
     if args.rd:
         write_rd(csv_path, rd_points, rd_curves, runs, [mesh_name(p) for p in mesh_paths])
+    if args.render:
+        report = write_report(csv_path, table, [mesh_name(p) for p in mesh_paths], render_dir, args.rd)
+        log.info("pictures in %s, report %s", render_dir, report)
     return 0
 
 

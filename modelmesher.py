@@ -1,6 +1,7 @@
 """Export a trained SDF network as a triangle mesh by marching cubes.
 
     python modelmesher.py --model runs/default/cow/model.pt --res 256 --out cow.ply [--original-frame]
+    python modelmesher.py --model runs/default/cow/model.ksdf --png cow.png [--size 512] [--turntable cow.gif]
 
 Reads our checkpoints and the authors' released ``.pth``. The field is evaluated in chunks, so 512^3 needs
 memory for the volume (512 MB of float32) but not for 134M network activations.
@@ -20,67 +21,12 @@ from skimage.measure import marching_cubes
 
 from codec import load_model
 from common import InputError, add_logging_flags, atomic_write, pick_device, run_main, setup_logging
+from field import evaluate_grid
+from render import Camera, render_field, save_png, save_turntable
 from sphere_sampler import Normalization
 
 log = logging.getLogger("keysphere")
 OUT_SUFFIXES = (".obj", ".ply", ".stl")
-
-
-@torch.no_grad()
-def evaluate_points(model: torch.nn.Module, points: torch.Tensor, chunk: int = 1 << 18) -> torch.Tensor:
-    """The network on (N, 3) points in chunks of ``chunk``; returns (N,) float32 on the points' device."""
-    return torch.cat([model(points[i:i + chunk]).float() for i in range(0, len(points), chunk)]) \
-        if len(points) else torch.zeros(0, device=points.device)
-
-
-def dense_grid(axis: torch.Tensor, idx: np.ndarray) -> torch.Tensor:
-    """(len(idx)^3, 3) points of the grid ``axis[idx]`` per dimension, in C order."""
-    a = axis[torch.as_tensor(idx, device=axis.device)]
-    return torch.stack(torch.meshgrid(a, a, a, indexing="ij"), dim=-1).reshape(-1, 3)
-
-
-@torch.no_grad()
-def evaluate_grid(model: torch.nn.Module, res: int, device: torch.device | str = "cpu",
-                  chunk: int = 1 << 18, block: int = 4, band: float = 2.0) -> np.ndarray:
-    """The network's SDF on the res^3 grid of points linspace(-1, 1, res) per axis.
-
-    Narrow band: the field is first evaluated every ``block`` points; only blocks with a sign change or a
-    corner value within ``band`` block diagonals of zero are evaluated in full, the rest get the sign of their
-    corners times that margin (no surface can pass through them for a field that is roughly a distance).
-    ``block=1`` evaluates every point.
-
-    Returns
-    -------
-    (res, res, res) float32 array, indexed [x, y, z].
-    """
-    model = model.to(device).eval()
-    axis = torch.linspace(-1, 1, res, device=device)
-    if block <= 1 or res <= 4 * block:
-        return evaluate_points(model, dense_grid(axis, np.arange(res)), chunk).reshape(res, res, res).cpu().numpy()
-    coarse_idx = np.unique(np.r_[np.arange(0, res, block), res - 1])
-    nc = len(coarse_idx)
-    coarse = evaluate_points(model, dense_grid(axis, coarse_idx), chunk).reshape(nc, nc, nc).cpu().numpy()
-    corners = np.stack([coarse[i:nc - 1 + i, j:nc - 1 + j, k:nc - 1 + k]
-                        for i in (0, 1) for j in (0, 1) for k in (0, 1)])
-    margin = band * block * (2 / (res - 1)) * np.sqrt(3)
-    active = ((corners > 0).any(0) & (corners < 0).any(0)) | (np.abs(corners).min(0) < margin)
-    # a fine index belongs to the cells on both sides of it: evaluate it when either is active
-    cell = np.searchsorted(coarse_idx, np.arange(res), side="right") - 1
-    lo, hi = np.clip(cell - (np.isin(np.arange(res), coarse_idx)), 0, nc - 2), np.clip(cell, 0, nc - 2)
-    needed = np.zeros((res, res, res), dtype=bool)
-    for a in (lo, hi):
-        for b in (lo, hi):
-            for c in (lo, hi):
-                needed |= active[a[:, None, None], b[None, :, None], c[None, None, :]]
-    volume = (np.sign(coarse[hi[:, None, None], hi[None, :, None], hi[None, None, :]]) * margin).astype(np.float32)
-    where = np.nonzero(needed.ravel())[0]
-    flat = volume.reshape(-1)
-    for start in range(0, len(where), chunk):
-        ids = where[start:start + chunk]
-        i, j, k = np.unravel_index(ids, (res, res, res))
-        pts = torch.stack([axis[torch.as_tensor(v, device=axis.device)] for v in (i, j, k)], dim=1)
-        flat[ids] = model(pts).float().cpu().numpy()
-    return volume
 
 
 def mesh_from_volume(volume: np.ndarray, level: float | str = "auto") -> tuple[np.ndarray, np.ndarray]:
@@ -161,7 +107,10 @@ def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--model", required=True, help="our model.pt or model.ksdf, or the authors' .pth")
     parser.add_argument("--res", type=int, default=128, help="grid resolution per axis (default 128)")
-    parser.add_argument("--out", required=True, help="output mesh: .obj, .ply or .stl")
+    parser.add_argument("--out", help="output mesh: .obj, .ply or .stl")
+    parser.add_argument("--png", help="also (or only) a picture of the model's surface, sphere-traced (render.py)")
+    parser.add_argument("--size", type=int, default=512, help="pixels per side of --png (default 512)")
+    parser.add_argument("--turntable", help="also (or only) an animated GIF of the model turning, 24 frames of 256^2")
     parser.add_argument("--original-frame", action="store_true",
                         help="write in the input mesh's original coordinates instead of the normalized frame")
     parser.add_argument("--level", default="auto",
@@ -171,9 +120,17 @@ def main(argv=None) -> int:
     add_logging_flags(parser)
     args = parser.parse_args(argv)
     setup_logging(args.quiet, args.verbose)
+    if args.out is None and args.png is None and args.turntable is None:
+        raise InputError("give --out (a mesh), --png (a picture), --turntable (a GIF), or several")
     if args.res < 2:
         raise InputError(f"--res must be at least 2, got {args.res}")
-    if Path(args.out).suffix.lower() not in OUT_SUFFIXES:
+    if args.size < 16:
+        raise InputError(f"--size must be at least 16, got {args.size}")
+    if args.png and Path(args.png).suffix.lower() != ".png":
+        raise InputError(f"{args.png}: --png must end in .png")
+    if args.turntable and Path(args.turntable).suffix.lower() != ".gif":
+        raise InputError(f"{args.turntable}: --turntable must end in .gif")
+    if args.out and Path(args.out).suffix.lower() not in OUT_SUFFIXES:
         raise InputError(f"{args.out}: output must end in {', '.join(OUT_SUFFIXES)}")
     if args.level != "auto":
         try:
@@ -182,6 +139,16 @@ def main(argv=None) -> int:
             raise InputError(f"--level must be a number or auto, got {args.level!r}") from None
     device = pick_device(args.device)
     model, info = load_model(args.model)
+    if args.png:
+        start = time.perf_counter()
+        save_png(args.png, render_field(model, Camera.default(), args.size, args.size, device)[0])
+        log.info("%s: %d x %d in %.2f s", args.png, args.size, args.size, time.perf_counter() - start)
+    if args.turntable:
+        start = time.perf_counter()
+        save_turntable(args.turntable, model, device=device)
+        log.info("%s: 24 frames in %.2f s", args.turntable, time.perf_counter() - start)
+    if args.out is None:
+        return 0
     start = time.perf_counter()
     try:
         mesh = mesh_model(model, args.res, device, args.level, shell=float(info.get("shell") or 0.0))

@@ -27,8 +27,8 @@ from tqdm import tqdm
 
 import codec
 from common import InputError, TrainConfig, build_model
+from field import evaluate_points
 from mesh_kind import TargetField
-from modelmesher import evaluate_points
 from sphere_sampler import sample_hard_points
 
 log = logging.getLogger("keysphere")

@@ -74,3 +74,18 @@ def test_network_without_surface_is_one_line(tmp_path):
                     "--res", "16")
     assert code == 2 and len(err.splitlines()) == 1 and "never crosses 0" in err and "flat.pt" in err
     assert not (tmp_path / "x.obj").exists()
+
+
+def test_atomic_write_leaves_ordinary_permissions_and_no_temporary_file(tmp_path):
+    import os
+
+    mask = os.umask(0o022)
+    try:
+        common.atomic_write_text(tmp_path / "table.md", "| a |\n")
+    finally:
+        os.umask(mask)
+    assert (tmp_path / "table.md").stat().st_mode & 0o777 == 0o644  # not mkstemp's 0600
+    assert [p.name for p in tmp_path.iterdir()] == ["table.md"]
+    with pytest.raises(ZeroDivisionError):
+        common.atomic_write(tmp_path / "table.md", lambda tmp: 1 / 0)
+    assert (tmp_path / "table.md").read_text() == "| a |\n" and len(list(tmp_path.iterdir())) == 1

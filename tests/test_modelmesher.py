@@ -4,6 +4,7 @@ import torch
 import trimesh
 
 import common
+import field
 import modelmesher
 from NeuralImplicit import NISDF
 
@@ -25,8 +26,8 @@ def test_marching_cubes_of_a_sphere_has_its_volume_and_outward_faces():
 
 def test_chunked_grid_equals_one_pass():
     model = Ball()
-    assert np.array_equal(modelmesher.evaluate_grid(model, 20, chunk=400), modelmesher.evaluate_grid(model, 20))
-    vol = modelmesher.evaluate_grid(model, 21)
+    assert np.array_equal(field.evaluate_grid(model, 20, chunk=400), field.evaluate_grid(model, 20))
+    vol = field.evaluate_grid(model, 21)
     assert vol[10, 10, 10] == pytest.approx(-0.5) and vol[0, 10, 10] == pytest.approx(0.5)
 
 
@@ -61,6 +62,20 @@ def test_cli_writes_each_format_and_the_original_frame(tmp_path, suffix):
     assert back.centroid == pytest.approx([10.0, 0.0, 0.0], abs=1e-3)
 
 
+def test_cli_renders_a_picture_without_a_mesh(tmp_path):
+    import matplotlib.image
+
+    common.save_checkpoint(tmp_path / "m.pt", octahedron_network(), "ni", {"layers": 1, "width": 6}, {})
+    assert modelmesher.main(["--model", str(tmp_path / "m.pt"), "--png", str(tmp_path / "m.png"), "--size", "40",
+                             "--quiet"]) == 0
+    image = matplotlib.image.imread(tmp_path / "m.png")
+    assert image.shape[:2] == (40, 40)
+    assert (image[20, 20, :3] < 0.95).any() and (image[0, 0, :3] == 1.0).all()  # the octahedron, on white
+    assert not list(tmp_path.glob("*.obj")) and not list(tmp_path.glob("*.ply"))
+    with pytest.raises(common.InputError, match="--out"):
+        modelmesher.main(["--model", str(tmp_path / "m.pt"), "--quiet"])
+
+
 def test_open_sheet_field_is_meshed_just_above_its_minimum():
     g = np.linspace(-1, 1, 33)
     x, y, z = np.meshgrid(g, g, g, indexing="ij")
@@ -87,7 +102,7 @@ def test_a_sheets_shell_is_meshed_back_onto_the_sheet():
 
 def test_narrow_band_grid_equals_dense_grid_near_the_surface():
     model = Ball()
-    band, dense = modelmesher.evaluate_grid(model, 64, block=4), modelmesher.evaluate_grid(model, 64, block=1)
+    band, dense = field.evaluate_grid(model, 64, block=4), field.evaluate_grid(model, 64, block=1)
     assert (np.sign(band) == np.sign(dense)).all()
     near = np.abs(dense) < 0.2
     assert np.allclose(band[near], dense[near])

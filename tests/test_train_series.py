@@ -84,7 +84,7 @@ def test_every_config_key_is_commented_and_known():
         common.TrainConfig.load(path)
 
 
-def test_shipped_file_is_what_gets_meshed_and_eval_reports_its_rate_distortion(tmp_path, trained_series):
+def test_shipped_file_is_what_gets_meshed_and_eval_reports_its_rate_distortion_and_pictures(tmp_path, trained_series):
     import codec
     import eval as evaluate
 
@@ -100,7 +100,7 @@ def test_shipped_file_is_what_gets_meshed_and_eval_reports_its_rate_distortion(t
     float_model, _ = common.load_checkpoint(paths.checkpoint)
     assert not torch.equal(shipped(x), float_model(x))
     assert evaluate.main(["--mesh-dir", str(one), "--results", str(out), "--csv", str(tmp_path / "e.csv"),
-                          "--rd", "--quiet"]) == 0
+                          "--rd", "--render", "--render-size", "48", "--quiet"]) == 0
     rows = list(csv.DictReader(open(tmp_path / "e.csv")))
     assert {r["mesh"] for r in rows} == {"ball"}
     assert {int(r["bytes"]) for r in rows} == {(out / r["mesh"] / "model.ksdf").stat().st_size for r in rows}
@@ -115,6 +115,14 @@ def test_shipped_file_is_what_gets_meshed_and_eval_reports_its_rate_distortion(t
     table = (tmp_path / "e-rd.md").read_text()
     assert "**median** | ks" in table and "best on our front" in table
     assert (tmp_path / "e-rd.png").stat().st_size > 1000
+    # --render: ground truth | the shipped model | its key spheres, and a report that links table, plot and picture
+    import matplotlib.image
+
+    picture = matplotlib.image.imread(tmp_path / "e-render" / "ball.png")
+    assert picture.shape[1] >= 3 * 48 and picture.shape[0] >= 48
+    assert (picture[..., :3] < 0.9).any()  # something was drawn
+    report = (tmp_path / "e-report.md").read_text()
+    assert "](e-render/ball.png)" in report and "](e-rd.png)" in report and "| ball |" in report
 
 
 def test_refit_rewrites_the_files_of_a_run_without_training(tmp_path, trained_series):
