@@ -52,6 +52,7 @@ from common import (
     run_main,
     setup_logging,
 )
+from nglod import octree_bytes, voxels_from_octree
 
 log = logging.getLogger("keysphere")
 
@@ -141,6 +142,8 @@ def coded_form(arch: str, model_args: dict, model: torch.nn.Module) -> tuple[tor
     if arch == "keysphere":
         model = model if model.is_folded() else model.folded()
         model_args = {**model_args, "feature_dim": 4}
+    if arch == "nglod":  # stored as it is: the octree as bits, the corner features and decoders as weights
+        return model, model_args
     state = {k: v.detach().cpu().float().clone() for k, v in model.state_dict().items()}
     if "spheres" in state:
         order = sphere_order(state["spheres"])
@@ -160,8 +163,9 @@ def sphere_order(spheres: torch.Tensor) -> torch.Tensor:
 
 
 def stored_tensors(arch: str, state: dict) -> list[str]:
-    """Names of the tensors a file stores, in order: all but a folded (identity) sphere encoder."""
-    skip = ("sphere_encoder.weight", "sphere_encoder.bias") if arch == "keysphere" else ()
+    """Names of the tensors a file stores as numbers, in order: all but a folded (identity) sphere encoder and
+    NGLOD's voxels (stored as an octree, ``nglod.octree_bytes``)."""
+    skip = {"keysphere": ("sphere_encoder.weight", "sphere_encoder.bias"), "nglod": ("voxels",)}.get(arch, ())
     return [name for name in state if name not in skip]
 
 
@@ -233,8 +237,11 @@ def encode(model: torch.nn.Module, arch: str, model_args: dict, bits: int, norma
     body = [deflate_header(header)]
     if normalization is not None:
         body.append(struct.pack("<4f", *normalization["center"], normalization["scale"]))
+    if arch == "nglod":
+        tree = octree_bytes(state["voxels"].long().numpy(), model_args["lods"], model_args["base_res"])
+        body.append(struct.pack("<I", len(tree)) + tree)
     if bits == 32:
-        body += [v.numpy().astype("<f4").tobytes() for v in state.values()]
+        body += [v.numpy().astype("<f4").tobytes() for k, v in state.items() if not (arch == "nglod" and k == "voxels")]
     else:
         side, streams = [], []
         for name in stored_tensors(arch, state):
@@ -334,10 +341,20 @@ def decode_v3(payload: bytes) -> tuple[torch.nn.Module, dict]:
     else:
         header["normalization"] = None
     arch, bits = header["arch"], header["bits"]
-    model = build_model(arch, header["model_args"])
+    model_args = header["model_args"]
+    if arch == "nglod":
+        (length,) = reader.unpack("<I")
+        try:
+            voxels = voxels_from_octree(reader.take(length), model_args["lods"], model_args["base_res"])
+        except (ValueError, zlib.error) as exc:
+            raise InputError(f"damaged octree ({exc})") from None
+        model_args = {**model_args, "voxels": voxels}
+    model = build_model(arch, model_args)
     state = {k: v.float() for k, v in model.state_dict().items()}
     if bits == 32:
         for k, v in state.items():
+            if arch == "nglod" and k == "voxels":
+                continue
             state[k] = torch.from_numpy(np.frombuffer(reader.take(4 * v.numel()), dtype="<f4").reshape(v.shape).copy())
         model.load_state_dict(state)
         return model, header
@@ -375,6 +392,8 @@ def decode_v3(payload: bytes) -> tuple[torch.nn.Module, dict]:
     check_end(decoder)
     if arch == "keysphere":
         state["sphere_encoder.weight"], state["sphere_encoder.bias"] = torch.eye(4), torch.zeros(4)
+    if arch == "nglod":
+        state["voxels"] = model.voxels
     model.load_state_dict(state)
     return model, header
 

@@ -19,7 +19,7 @@ import yaml
 PROJECT_ROOT = Path(__file__).resolve().parent
 CHECKPOINT_FORMAT = 1
 MESH_SUFFIXES = (".obj", ".stl", ".ply", ".off", ".glb", ".gltf")
-ARCHS = ("keysphere", "latent", "ni")
+ARCHS = ("keysphere", "latent", "ni", "nglod")
 
 log = logging.getLogger("keysphere")
 
@@ -91,6 +91,12 @@ class TrainConfig:
     sphere_weighting: str = "distance"
     ni_layers: int = 8
     ni_width: int = 32
+    nglod_lods: int = 4
+    nglod_base_res: int = 4
+    nglod_features: int = 32
+    nglod_hidden: int = 128
+    nglod_margin: int = 1
+    nglod_lr: float = 1e-3
     # training points
     pool_uniform: int = 1_000_000
     pool_surface: int = 1_000_000
@@ -131,7 +137,8 @@ class TrainConfig:
             raise InputError(f"fit must be gptq, nearest or straight_through, got {self.fit!r}")
         if self.scheduler not in ("plateau", "onecycle", "cosine", "none"):
             raise InputError(f"scheduler must be plateau, onecycle, cosine or none, got {self.scheduler!r}")
-        for name in ("num_spheres", "layers", "width", "epochs", "batch_size", "num_samples", "restarts"):
+        for name in ("num_spheres", "layers", "width", "epochs", "batch_size", "num_samples", "restarts", "nglod_lods",
+                     "nglod_base_res", "nglod_features", "nglod_hidden"):
             if getattr(self, name) < 1:
                 raise InputError(f"config value {name} must be at least 1, got {getattr(self, name)}")
         if self.workers < 0 or self.threads < 0 or self.group < 0:
@@ -232,6 +239,10 @@ class RunPaths:
         """A further operating point of the codec (config ``rd_bits``): ``model-<bits>bit.ksdf``."""
         return self.dir / f"model-{bits}bit.ksdf"
 
+    def compressed_at_lod(self, lod: int) -> Path:
+        """NGLOD: the model cut at a coarser LOD (1-based), ``model-lod<k>.ksdf``."""
+        return self.dir / f"model-lod{lod}.ksdf"
+
 
 def mesh_name(path: Path) -> str:
     return Path(path).stem
@@ -255,8 +266,9 @@ def build_model(arch: str, model_args: dict) -> torch.nn.Module:
     """Rebuild a network from the ``model_args`` stored in a checkpoint."""
     from NeuralImplicit import NISDF, KeySphereSDF
     from NeuralImplicit_1 import LatentSphereSDF
+    from nglod import NGLODSDF
 
-    classes = {"keysphere": KeySphereSDF, "latent": LatentSphereSDF, "ni": NISDF}
+    classes = {"keysphere": KeySphereSDF, "latent": LatentSphereSDF, "ni": NISDF, "nglod": NGLODSDF}
     if arch not in classes:
         raise InputError(f"unknown architecture {arch!r} (expected one of {', '.join(ARCHS)})")
     return classes[arch](**model_args)

@@ -22,7 +22,8 @@ def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--mesh-dir", required=True, help="folder of meshes")
     parser.add_argument("--config", default=str(PROJECT_ROOT / "configs" / "default.yaml"), help="YAML config")
-    parser.add_argument("--archs", nargs="+", choices=ARCHS, default=list(ARCHS), help="architectures to compare")
+    parser.add_argument("--archs", nargs="+", choices=ARCHS, default=["keysphere", "latent", "ni"],
+                        help="architectures to compare (default: the paper's three; add nglod for NGLOD, ~10x slower)")
     parser.add_argument("--out", required=True, help="output folder: <out>/<arch>/..., <out>/compare.csv and .md")
     parser.add_argument("--force", action="store_true", help="retrain meshes that are already done")
     parser.add_argument("--rd", action="store_true", help="also eval.py's rate-distortion report vs QEM + Draco")

@@ -117,21 +117,36 @@ def find_run_files(run_dir: Path, name: str) -> tuple[Path | None, Path | None]:
     return recon, model
 
 
-def evaluate_run(gt: GroundTruth, run_dir: Path, name: str, device) -> dict:
-    """All metrics of one run on one mesh; raises InputError when the run has nothing for this mesh."""
+def evaluate_run(gt: GroundTruth, run_dir: Path, name: str, device, lod: int | None = None) -> dict:
+    """All metrics of one run on one mesh; raises InputError when the run has nothing for this mesh.
+
+    ``lod`` (1-based): an NGLOD run is scored at that LOD, from its ``model-lod<k>.ksdf`` (or ``model.ksdf``
+    at the trained LOD), meshed here; other runs as usual."""
     recon_path, model_path = find_run_files(run_dir, name)
     row = {"kind": gt.kind}
     model, shell = None, 0.0
     compressed = RunPaths(run_dir / name).compressed
+    if lod is not None and model_path is not None and model_path.suffix == ".pt":
+        float_model, info = load_model(model_path)
+        if info.get("arch") == "nglod":
+            if not 1 <= lod <= float_model.lods:
+                raise InputError(f"LOD {lod} not trained (LODs 1..{float_model.lods})")
+            compressed = RunPaths(run_dir / name).compressed_at_lod(lod)
+            float_model = float_model.truncated(lod - 1)
+            numbers = float_model.stored_numbers()
+            shell = float(info.get("shell") or 0.0)
+            row.update(numbers=numbers, bytes=4 * numbers, float_bytes=4 * numbers,
+                       seconds=info.get("seconds", math.nan), lod=lod)
+            model, recon_path, model_path = float_model, None, None
     if model_path is not None:
         model, info = load_model(model_path)
         shell = float(info.get("shell") or 0.0)
-        numbers = count_numbers(model)
+        numbers = model.stored_numbers() if hasattr(model, "stored_numbers") else count_numbers(model)
         row.update(numbers=numbers, bytes=4 * numbers, float_bytes=4 * numbers, seconds=info.get("seconds", math.nan))
     if compressed.is_file():
         model, _ = load_model(compressed)
         row.update(bytes=compressed.stat().st_size, ksdf_bytes=compressed.stat().st_size)
-        row.setdefault("numbers", count_numbers(model))
+        row.setdefault("numbers", model.stored_numbers() if hasattr(model, "stored_numbers") else count_numbers(model))
     if model is not None:
         row.update(sdf_errors(model, gt, device, shell))
     if recon_path is not None:
@@ -279,10 +294,12 @@ def write_csv(path: Path, rows: list[dict]) -> None:
     atomic_write_text(path, buf.getvalue())
 
 
-def rd_rows(gt: GroundTruth, runs: list[str], run_dirs: list[Path], name: str, device) -> tuple[list[dict], dict]:
+def rd_rows(gt: GroundTruth, runs: list[str], run_dirs: list[Path], name: str, device,
+            joined: list[str] = ()) -> tuple[list[dict], dict]:
     """Rate-distortion points of one mesh: per run every ``.ksdf`` file of the mesh (the shipped one and the
     operating points of config ``rd_bits``) and its float checkpoint; QEM + Draco at several face budgets and
-    bits.
+    bits. ``joined`` runs (e.g. two network widths) also form one method, ``a+b``, whose points are all of
+    theirs (its shipped file the first run's).
 
     Returns
     -------
@@ -298,6 +315,13 @@ def rd_rows(gt: GroundTruth, runs: list[str], run_dirs: list[Path], name: str, d
             points.append(rd.float_point(model, info, gt.points, CHAMFER_SAMPLES, device))
         curves[run] = points
         curves[f"{run} shipped"] = [p for p in points if p["setting"].endswith("(shipped)")]
+    if joined:
+        union = []
+        for i, run in enumerate(joined):
+            for p in curves[run]:
+                setting = p["setting"] if i == 0 else p["setting"].replace(" (shipped)", "")
+                union.append({**p, "setting": f"{run}: {setting}"})
+        curves["+".join(joined)] = sorted(union, key=lambda p: p["bytes"])
     rows = [{"mesh": name, "method": label, **p} for label, pts in curves.items() if not label.endswith(" shipped")
             for p in pts]
     return rows, curves
@@ -322,7 +346,7 @@ def rd_summary(rows: list[dict], runs: list[str], meshes: list[str]) -> tuple[st
             shipped = [r for r in ours if r["setting"].endswith("(shipped)")]
             if not shipped:
                 continue
-            floats = [r["cd2"] for r in ours if r["setting"] == "float32"]
+            floats = [r["cd2"] for r in ours if r["setting"].endswith("float32")]
             ratio, draco_cell, ratio_cell = ratio_cells(shipped[0], draco)
             ratios[run]["shipped"].append(ratio)
             # the front's best point: the lowest ratio where Draco's curve covers the point's CD2 (no bound)
@@ -365,6 +389,9 @@ def main(argv=None) -> int:
                         help="add the column CD2(RUN_A) / CD2(RUN_B); runs are named by their folder names")
     parser.add_argument("--rd", action="store_true",
                         help="also a rate-distortion report against QEM + Draco: <csv>-rd.csv, -rd.md, -rd.png")
+    parser.add_argument("--rd-join", nargs="+", metavar="RUN",
+                        help="with --rd: also one front over these runs together (e.g. two network widths)")
+    parser.add_argument("--lod", type=int, help="score NGLOD runs at this LOD (1-based; default: the trained one)")
     parser.add_argument("--render", action="store_true",
                         help="also a picture per mesh, <csv>-render/<mesh>.png, and a run report, <csv>-report.md")
     parser.add_argument("--render-size", type=int, default=512, help="pixels per side of each picture (default 512)")
@@ -384,6 +411,8 @@ def main(argv=None) -> int:
         runs = [str(r) for r in run_dirs]
     if args.ratio and not set(args.ratio) <= set(runs):
         raise InputError(f"--ratio {' '.join(args.ratio)}: runs are named {', '.join(runs)}")
+    if args.rd_join and not (args.rd and set(args.rd_join) <= set(runs)):
+        raise InputError(f"--rd-join {' '.join(args.rd_join)}: needs --rd and runs among {', '.join(runs)}")
     mesh_paths = [p for p in list_meshes(args.mesh_dir)
                   if any(any(x is not None for x in find_run_files(r, mesh_name(p))) for r in run_dirs)]
     if not mesh_paths:
@@ -400,14 +429,15 @@ def main(argv=None) -> int:
             continue
         for run, run_dir in zip(runs, run_dirs):
             try:
-                row = {"mesh": name, "run": run, "status": "ok", **evaluate_run(gt, run_dir, name, device)}
+                row = {"mesh": name, "run": run, "status": "ok",
+                       **evaluate_run(gt, run_dir, name, device, args.lod)}
             except InputError as exc:
                 log.warning("%s / %s: %s", run, name, exc)
                 row = {"mesh": name, "run": run, "status": f"failed: {exc}"}
             rows.append(row)
             log.debug("%s", row)
         if args.rd:
-            points, rd_curves[name] = rd_rows(gt, runs, run_dirs, name, device)
+            points, rd_curves[name] = rd_rows(gt, runs, run_dirs, name, device, args.rd_join or ())
             rd_points += points
         if args.render:
             try:
@@ -420,7 +450,8 @@ def main(argv=None) -> int:
     atomic_write_text(csv_path.with_suffix(".md"), table)
     sys.stdout.write(table)
     if args.rd:
-        write_rd(csv_path, rd_points, rd_curves, runs, [mesh_name(p) for p in mesh_paths])
+        write_rd(csv_path, rd_points, rd_curves, runs + (["+".join(args.rd_join)] if args.rd_join else []),
+                 [mesh_name(p) for p in mesh_paths])
     if args.render:
         report = write_report(csv_path, table, [mesh_name(p) for p in mesh_paths], render_dir, args.rd)
         log.info("pictures in %s, report %s", render_dir, report)

@@ -45,7 +45,8 @@ def file_points(mesh_dir: Path, gt_points: np.ndarray, samples: int, device) -> 
     for path in sorted(Path(mesh_dir).glob("model*.ksdf")):
         model, info = codec.read(path)
         mesh = model_mesh(model, device, info["shell"])
-        points.append({"setting": f"{info['bits']}-bit" + (" (shipped)" if path.name == "model.ksdf" else ""),
+        lod = f"LOD {info['model_args']['lods']}, " if info["arch"] == "nglod" else ""
+        points.append({"setting": lod + f"{info['bits']}-bit" + (" (shipped)" if path.name == "model.ksdf" else ""),
                        "bytes": path.stat().st_size,
                        "cd2": surface_cd2(mesh, gt_points, samples) if mesh is not None else math.inf})
     return sorted(points, key=lambda p: p["bytes"])

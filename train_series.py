@@ -59,8 +59,16 @@ from common import (
 )
 from mesh_kind import TargetField
 from modelmesher import mesh_model, save_mesh
+from nglod import occupied_voxels
 from quantization import quantization_aware_finetune
-from sphere_sampler import cached_key_spheres, load_mesh, normalize_mesh, sample_training_points, write_sphere_file
+from sphere_sampler import (
+    cached_key_spheres,
+    load_mesh,
+    normalize_mesh,
+    sample_surface,
+    sample_training_points,
+    write_sphere_file,
+)
 from training import Member, NetworkStack, Trained, mine_hard_points, model_args_for, train_group, training_set
 
 log = logging.getLogger("keysphere")
@@ -110,6 +118,7 @@ class Prepared:
     points: np.ndarray | None
     sdf: np.ndarray | None
     timings: dict
+    voxels: np.ndarray | None = None  # NGLOD: occupied voxels of the finest level (V, 3)
 
 
 @contextmanager
@@ -152,10 +161,16 @@ def prepare_mesh(mesh_path: Path, arch: str, cfg: TrainConfig, work: RunPaths, c
                  field.kind, field.analysis.reason)
         watch.lap("load")
         spheres = None
-        if arch != "ni":
+        if arch in ("keysphere", "latent"):
             spheres = cached_key_spheres(mesh_path, field, cfg.num_spheres, cfg.sphere_grid, cfg.sphere_min_radius,
                                          cache_dir)
             watch.lap("spheres")
+        voxels = None
+        if arch == "nglod":  # the octree: voxels the surface passes through, grown by the margin
+            finest = cfg.nglod_base_res * 2 ** (cfg.nglod_lods - 1)
+            surface, _ = sample_surface(mesh, 64 * finest * finest, seed=cfg.seed)
+            voxels = occupied_voxels(surface, finest, cfg.nglod_margin)
+            watch.lap("octree")
         points, sdf = sample_training_points(field, cfg.pool_uniform, cfg.pool_surface, cfg.surface_noise,
                                              cfg.importance_beta, cfg.num_samples, cfg.seed, cfg.uniform_fraction,
                                              device)
@@ -163,7 +178,7 @@ def prepare_mesh(mesh_path: Path, arch: str, cfg: TrainConfig, work: RunPaths, c
     info = {"name": mesh_name(mesh_path), "file": mesh_path.name, "vertices": len(mesh.vertices),
             "faces": len(mesh.faces), "watertight": bool(watertight), "kind": field.kind}
     return Prepared(mesh_path, work, info, norm.to_dict(), field.kind, field.shell, field, spheres,
-                    points.cpu().numpy(), sdf.cpu().numpy(), timings)
+                    points.cpu().numpy(), sdf.cpu().numpy(), timings, voxels)
 
 
 def train_prepared(group: list[Prepared], arch: str, cfg: TrainConfig, device: torch.device,
@@ -172,6 +187,8 @@ def train_prepared(group: list[Prepared], arch: str, cfg: TrainConfig, device: t
     charged an equal share of the group's seconds. Returns per mesh (trained network, ``fit_codec``'s fits)."""
     model_args = model_args_for(arch, cfg, 0 if group[0].spheres is None else len(group[0].spheres))
     members = members_of(group, cfg, device)
+    if arch == "nglod":
+        cfg = dataclasses.replace(cfg, lr=cfg.nglod_lr)
     start = time.perf_counter()
     trained = train_group(arch, model_args, cfg, members, device, quiet)
     for p in group:
@@ -184,7 +201,8 @@ def members_of(group: list[Prepared], cfg: TrainConfig, device: torch.device) ->
     mined = {k.strip() for k in cfg.mine_kinds.split(",")}
     return [Member(p.mesh["name"], None if p.spheres is None else torch.as_tensor(p.spheres, device=device),
                    torch.as_tensor(p.points, device=device), torch.as_tensor(p.sdf, device=device),
-                   p.field if p.kind in mined else None)
+                   p.field if p.kind in mined else None,
+                   None if p.voxels is None else torch.as_tensor(p.voxels, device=device))
             for p in group]
 
 
@@ -192,11 +210,12 @@ def fit_codec(group: list[Prepared], trained: list[Trained], members: list[Membe
               cfg: TrainConfig, device: torch.device, quiet: bool) -> list[dict]:
     """Trained networks fitted to the codec (``quantization.py``) at ``codec_bits`` and each of ``rd_bits``:
     per mesh {bits: (quantized copy, its steps, its fine-tuning losses)}; empty without fine-tuning
-    (``qat_epochs`` 0: the files quantize the float network)."""
+    (``qat_epochs`` 0, and NGLOD, whose features are rounded to the nearest step: the files quantize the float
+    network)."""
     fits = [{} for _ in group]
     start = time.perf_counter()
     for bits in [cfg.codec_bits] + cfg.extra_bits:
-        if cfg.qat_epochs > 0 and bits < 32:
+        if cfg.qat_epochs > 0 and bits < 32 and arch != "nglod":
             depth = dataclasses.replace(cfg, codec_bits=bits)
             for fit, result in zip(fits, quantization_aware_finetune(trained, members, arch, model_args, depth,
                                                                      device, quiet)):
@@ -227,6 +246,12 @@ def finish_mesh(p: Prepared, trained: Trained, fits: dict, arch: str, cfg: Train
                                to_ship.cpu(), arch, model_args, bits, p.normalization, surface, steps)
             if bits == cfg.codec_bits:
                 ksdf_bytes = size
+        if arch == "nglod":  # one file per LOD: its levels of features and its decoder (model.ksdf: all LODs)
+            for lod in range(model.lods):
+                coarse = model.truncated(lod)
+                codec.write(p.work.compressed_at_lod(lod + 1), coarse, arch,
+                            {**model_args, "lods": lod + 1, "decoders_from": lod}, cfg.codec_bits, p.normalization,
+                            surface)
         decoded, _ = codec.read(p.work.compressed)  # everything downstream sees exactly what ships
         seconds = sum(p.timings.values())
         save_checkpoint(p.work.checkpoint, model, arch, model_args, {
@@ -399,8 +424,10 @@ def finish_job(p: Prepared, trained: Trained, fits: dict, arch: str, cfg: TrainC
 
 
 def group_key(p: Prepared) -> tuple:
-    """Meshes train in one group only when their tensors stack: same sphere and point counts."""
-    return (None if p.spheres is None else len(p.spheres), len(p.points))
+    """Meshes train in one group only when their tensors stack: same sphere and point counts (NGLOD networks
+    differ in shape: each is a group of its own)."""
+    return (None if p.spheres is None else len(p.spheres), len(p.points),
+            None if p.voxels is None else p.path.name)
 
 
 def run_groups(meshes: list[Path], out: Path, arch: str, cfg: TrainConfig, device: torch.device,
@@ -489,13 +516,14 @@ def cpu_cores() -> int:
     return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
 
 
-def default_group(cfg: TrainConfig, device: torch.device, meshes: int) -> int:
-    """``group`` 0: one network at a time on a CPU; on a GPU as many as a quarter of its free memory holds
+def default_group(cfg: TrainConfig, device: torch.device, meshes: int, arch: str = "keysphere") -> int:
+    """``group`` 0: one network at a time on a CPU (and for NGLOD, whose networks differ in shape); on a GPU
+    as many as a quarter of its free memory holds
     (points, targets and inputs of each network, about 44 bytes a point), at most 256 and at most the
     number of meshes."""
     if cfg.group > 0:
         return min(cfg.group, meshes)
-    if device.type != "cuda":
+    if device.type != "cuda" or arch == "nglod":
         return 1
     free, _ = torch.cuda.mem_get_info(device)
     per_network = 44 * cfg.num_samples + 4 * cfg.batch_size * cfg.width * 2 * (cfg.layers + 2)
@@ -510,7 +538,7 @@ def main(argv=None) -> int:
                         help="YAML training config (default auto: configs/default.yaml on a CPU, configs/quality.yaml "
                              "on a GPU, where groups make the paper's budget cheap)")
     parser.add_argument("--arch", choices=ARCHS, default="keysphere",
-                        help="keysphere (architecture 1), latent (architecture 2) or ni (baseline)")
+                        help="keysphere (architecture 1), latent (architecture 2), ni (baseline) or nglod (NGLOD)")
     parser.add_argument("--out", default=None, help="output folder (default: runs/<config>-<arch>)")
     parser.add_argument("--force", action="store_true", help="retrain meshes that are already done")
     parser.add_argument("--device", default="auto", help="cpu, cuda or auto (default: cuda when present)")
@@ -566,7 +594,7 @@ def main(argv=None) -> int:
         else:
             rows[row["mesh"]] = row
     cores = cpu_cores()
-    group = 1 if args.refit else default_group(cfg, device, max(1, len(todo)))
+    group = 1 if args.refit or args.arch == "nglod" else default_group(cfg, device, max(1, len(todo)), args.arch)
     with tqdm(total=len(meshes), initial=len(rows), desc="meshes", disable=args.quiet) as bar:
         def on_row(row):
             rows[row["mesh"]] = row

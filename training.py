@@ -39,11 +39,22 @@ MAX_ATTEMPTS = 3        # a collapsed network is trained at most this often, hal
 
 
 def model_args_for(arch: str, cfg: TrainConfig, num_spheres: int) -> dict:
-    """Constructor arguments (without the spheres) of an ``arch`` network for ``cfg``."""
+    """Constructor arguments (without the spheres or voxels) of an ``arch`` network for ``cfg``."""
     if arch == "ni":
         return {"layers": cfg.ni_layers, "width": cfg.ni_width}
+    if arch == "nglod":
+        return {"lods": cfg.nglod_lods, "base_res": cfg.nglod_base_res, "feature_dim": cfg.nglod_features,
+                "hidden": cfg.nglod_hidden}
     return {"num_spheres": num_spheres, "layers": cfg.layers, "width": cfg.width, "feature_dim": cfg.feature_dim,
             "weighting": cfg.sphere_weighting}
+
+
+def network_args(arch: str, model_args: dict, structure) -> dict:
+    """``model_args`` of one network with what it was built on: its key spheres, or NGLOD's occupied voxels
+    (``structure``; None: NI)."""
+    if structure is None:
+        return model_args
+    return {**model_args, ("voxels" if arch == "nglod" else "spheres"): structure}
 
 
 def total_epochs(cfg: TrainConfig) -> int:
@@ -140,13 +151,13 @@ class NetworkStack:
         self.slope = self.models[0].mlp.model[1].negative_slope
 
     @classmethod
-    def new(cls, arch: str, model_args: dict, spheres: list, seed: int, device: torch.device) -> "NetworkStack":
-        """K fresh networks, one per entry of ``spheres`` ((M, 4) tensors, or Nones for NI), each initialised
-        from ``torch.manual_seed(seed)`` as a network trained alone is; ``model_args`` without the spheres."""
+    def new(cls, arch: str, model_args: dict, structures: list, seed: int, device: torch.device):
+        """K fresh networks, one per entry of ``structures`` (see ``network_args``), each initialised from
+        ``torch.manual_seed(seed)`` as a network trained alone is; ``model_args`` without the structures."""
         models = []
-        for s in spheres:
+        for s in structures:
             torch.manual_seed(seed)
-            models.append(build_model(arch, model_args if s is None else {**model_args, "spheres": s}))
+            models.append(build_model(arch, network_args(arch, model_args, s)))
         return cls(models, device)
 
     def layers(self) -> list[tuple[torch.Tensor, torch.Tensor]]:
@@ -197,11 +208,48 @@ class NetworkStack:
         return model.eval()
 
 
+class ModuleStack(NetworkStack):
+    """One network without a hand-written step (NGLOD) behind ``NetworkStack``'s interface: its parameters
+    with a leading dimension of 1, steps by autograd. NGLOD's loss is the sum over its LODs of each LOD's L1
+    loss (every LOD stays usable); the reported loss is the finest LOD's."""
+
+    def __init__(self, models: list[torch.nn.Module], device: torch.device):
+        if len(models) != 1:
+            raise ValueError("a ModuleStack trains one network (its networks differ in shape)")
+        self.models = [m.to(device).eval() for m in models]
+        self.params = {name: p.detach()[None].clone().requires_grad_(True)
+                       for name, p in self.models[0].named_parameters()}
+        self.hidden_names = []
+
+    def _call(self, x: torch.Tensor, **kwargs) -> torch.Tensor:
+        params = {name: p[0] for name, p in self.params.items()}
+        return torch.func.functional_call(self.models[0], params, (x,), kwargs)
+
+    def layers(self):
+        raise NotImplementedError("a ModuleStack has no layer list (no layer-by-layer codec fit)")
+
+    def step(self, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+        multi = getattr(self.models[0], "lods", None) is not None
+        out = self._call(x[0], lod="all") if multi else self._call(x[0])[None]
+        losses = (out - y[0]).abs().mean(1)
+        losses.sum().backward()
+        return losses[-1:].detach()
+
+    @torch.no_grad()
+    def predict(self, x: torch.Tensor) -> torch.Tensor:
+        return self._call(x[0])[None]
+
+
+def stack_for(arch: str):
+    """The stack class that trains ``arch``: NetworkStack (stacked MLPs, hand-written step) or ModuleStack."""
+    return ModuleStack if arch == "nglod" else NetworkStack
+
+
 def select(stacks: list[NetworkStack], optimizers: list[torch.optim.Optimizer], choice: list[int],
            lr: float) -> tuple[NetworkStack, torch.optim.Optimizer]:
     """Network k of ``stacks[choice[k]]`` for every k, with its Adam state: the winners of restarts."""
     models = [stacks[c].export(k) for k, c in enumerate(choice)]
-    stack = NetworkStack(models, next(iter(stacks[0].params.values())).device)
+    stack = type(stacks[0])(models, next(iter(stacks[0].params.values())).device)
     opt = torch.optim.Adam(stack.params.values(), lr=lr, fused=True)
     for name, p in stack.params.items():
         states = [optimizers[c].state[stacks[c].params[name]] for c in choice]
@@ -358,13 +406,15 @@ def mine_hard_points(stack: NetworkStack, data: TrainingSet, fields: list, cfg: 
 @dataclass
 class Member:
     """One network's share of a group: its name (for logs), key spheres (M, 4) or None, training points
-    (N, 3) and targets (N,) on the training device, and its ``TargetField`` (for hard examples) or None."""
+    (N, 3) and targets (N,) on the training device, its ``TargetField`` (for hard examples) or None, and for
+    NGLOD its occupied voxels (V, 3)."""
 
     name: str
     spheres: torch.Tensor | None
     points: torch.Tensor
     sdf: torch.Tensor
     field: TargetField | None = None
+    voxels: torch.Tensor | None = None
 
 
 @dataclass
@@ -384,6 +434,8 @@ def train_once(arch: str, model_args: dict, cfg: TrainConfig, members: list[Memb
     of ``epochs``, with hard examples after ``mine_at`` of it. Returns the trained networks and whether each
     collapsed (checked after every epoch when ``guard``, and at the end)."""
     spheres = [m.spheres for m in members]
+    structures = [m.voxels if arch == "nglod" else m.spheres for m in members]
+    stack_class = stack_for(arch)
     points = torch.stack([m.points for m in members])
     sdf = torch.stack([m.sdf for m in members])
     generators = [torch.Generator(device=device).manual_seed(cfg.seed) for _ in members]
@@ -394,7 +446,7 @@ def train_once(arch: str, model_args: dict, cfg: TrainConfig, members: list[Memb
         if cfg.restarts > 1:
             stacks, optimizers, finals = [], [], []
             for r in range(cfg.restarts):
-                stack = NetworkStack.new(arch, model_args, spheres, cfg.seed + r, device)
+                stack = stack_class.new(arch, model_args, structures, cfg.seed + r, device)
                 opt = torch.optim.Adam(stack.params.values(), lr=cfg.lr, fused=True)
                 if data is None:  # every restart has the same spheres, so the same inputs
                     data = training_set(stack, points, sdf, spheres, cfg)
@@ -408,7 +460,7 @@ def train_once(arch: str, model_args: dict, cfg: TrainConfig, members: list[Memb
             stack, opt = select(stacks, optimizers, choice, cfg.lr)
             remaining = cfg.epochs - cfg.restart_epochs
         else:
-            stack = NetworkStack.new(arch, model_args, spheres, cfg.seed, device)
+            stack = stack_class.new(arch, model_args, structures, cfg.seed, device)
             opt = torch.optim.Adam(stack.params.values(), lr=cfg.lr, fused=True)
             data = training_set(stack, points, sdf, spheres, cfg)
             remaining = cfg.epochs

@@ -10,6 +10,7 @@ import codec
 import common
 from NeuralImplicit import NISDF, KeySphereSDF
 from NeuralImplicit_1 import LatentSphereSDF
+from nglod import NGLODSDF, occupied_voxels
 
 DATA = Path(__file__).parent / "data"
 
@@ -29,7 +30,13 @@ def models():
     with torch.no_grad():
         latent.latents.normal_()
     torch.manual_seed(2)
-    return [(keysphere, "keysphere", args), (latent, "latent", args), (NISDF(3, 16), "ni", {"layers": 3, "width": 16})]
+    ni = NISDF(3, 16)
+    surface = np.random.default_rng(0).normal(size=(2000, 3))
+    surface = 0.6 * surface / np.linalg.norm(surface, axis=1, keepdims=True)
+    nglod_args = {"lods": 3, "base_res": 2, "feature_dim": 4, "hidden": 8}
+    ngl = NGLODSDF(occupied_voxels(surface, 8, 1), **nglod_args)
+    return [(keysphere, "keysphere", args), (latent, "latent", args), (ni, "ni", {"layers": 3, "width": 16}),
+            (ngl, "nglod", nglod_args)]
 
 
 def test_folding_the_sphere_encoder_keeps_the_function():
@@ -44,7 +51,7 @@ def test_folding_the_sphere_encoder_keeps_the_function():
 
 
 @pytest.mark.parametrize("bits", codec.SUPPORTED_BITS)
-@pytest.mark.parametrize("index", range(3))
+@pytest.mark.parametrize("index", range(4))
 def test_round_trip_at_every_bit_depth_and_architecture(bits, index):
     model, arch, args = models()[index]
     data = codec.encode(model, arch, args, bits, {"center": [1.0, 2.0, 3.0], "scale": 0.5})
@@ -58,7 +65,9 @@ def test_round_trip_at_every_bit_depth_and_architecture(bits, index):
     coded, _ = codec.coded_form(arch, args, model)
     for name, value in coded.state_dict().items():
         restored = back.state_dict()[name]
-        if name == "spheres":  # centres on their 1/64 grid exactly, SDFs within half of 1/256
+        if name == "voxels":  # NGLOD's octree: exact
+            assert torch.equal(restored, value)
+        elif name == "spheres":  # centres on their 1/64 grid exactly, SDFs within half of 1/256
             assert torch.equal(restored[:, :3], value[:, :3])
             assert (restored[:, 3] - value[:, 3]).abs().max() <= 2 ** -9 + 1e-7
         else:  # within half a step of the tensor's own (float16) step
@@ -67,7 +76,7 @@ def test_round_trip_at_every_bit_depth_and_architecture(bits, index):
 
 
 @pytest.mark.parametrize("bits", (3, 6, 8, 12))
-@pytest.mark.parametrize("index", range(3))
+@pytest.mark.parametrize("index", range(4))
 def test_the_quantizer_is_what_the_decoder_returns(bits, index):
     # quantization-aware training rounds through tensor_steps / quantize / quantize_spheres: what it trains
     # must be exactly what a reader of the file gets
@@ -76,10 +85,12 @@ def test_the_quantizer_is_what_the_decoder_returns(bits, index):
     back, _ = codec.decode(codec.encode(model, arch, args, bits, None))
     for name, value in coded.state_dict().items():
         expected = codec.quantize_spheres(value) if name == "spheres" else \
-            value if name.startswith("sphere_encoder") else codec.quantize(value, codec.tensor_steps(value, bits, name))
+            value if name.startswith("sphere_encoder") or name == "voxels" else \
+            codec.quantize(value, codec.tensor_steps(value, bits, name))
         assert torch.equal(back.state_dict()[name], expected), name
     # stacked networks get one step each, equal to their step alone
-    stacked = torch.stack([coded.state_dict()["mlp.model.2.weight"], 3 * coded.state_dict()["mlp.model.2.weight"]])
+    weight = next(v for k, v in coded.state_dict().items() if k.endswith(".weight") and v.dim() == 2)
+    stacked = torch.stack([weight, 3 * weight])
     steps = codec.tensor_steps(stacked, bits, stacked=True)
     assert steps[0] == codec.tensor_steps(stacked[0], bits) and steps[1] == codec.tensor_steps(stacked[1], bits)
     assert torch.equal(codec.quantize(stacked, steps)[1], codec.quantize(stacked[1], steps[1]))
@@ -137,6 +148,30 @@ def test_file_round_trip_through_load_model(tmp_path):
     x = torch.rand(100, 3) * 2 - 1
     assert (loaded(x) - model(x)).abs().max() < 0.05
     assert info["arch"] == "keysphere"
+
+
+def test_nglod_files_hold_the_octree_and_one_lod_each():
+    model, arch, args = models()[3]
+    x = torch.rand(400, 3) * 2 - 1
+    for lod in range(3):
+        coarse = model.truncated(lod)
+        assert torch.equal(coarse(x), model(x, lod))  # the same function, with fewer numbers
+        data = codec.encode(coarse, arch, {**args, "lods": lod + 1, "decoders_from": lod}, 32, None)
+        back, info = codec.decode(data)
+        assert torch.equal(back(x), model(x, lod)) and back.stored_numbers() == model.stored_numbers(lod)
+        assert sum(p.numel() for p in back.parameters()) == model.stored_numbers(lod)
+    full = codec.encode(model, arch, args, 8, None)
+    assert len(codec.encode(model.truncated(0), arch, {**args, "lods": 1, "decoders_from": 0}, 8, None)) < len(full)
+    # a damaged octree is refused in one line
+    back, _ = codec.decode(full)
+    assert torch.equal(back.voxels, model.voxels)
+    length = struct.unpack("<H", full[10:12])[0]
+    start = 12 + length + 4  # header, then the octree's length and its deflated bytes
+    broken = bytearray(full[:-4])
+    broken[start + 2] ^= 0xFF
+    broken = bytes(broken) + struct.pack("<I", zlib.crc32(bytes(broken)))
+    with pytest.raises(common.InputError):
+        codec.decode(broken)
 
 
 def test_version_2_files_still_load():

@@ -99,27 +99,32 @@ def test_shipped_file_is_what_gets_meshed_and_eval_reports_its_rate_distortion_a
     x = torch.rand(500, 3) * 2 - 1
     float_model, _ = common.load_checkpoint(paths.checkpoint)
     assert not torch.equal(shipped(x), float_model(x))
-    assert evaluate.main(["--mesh-dir", str(one), "--results", str(out), "--csv", str(tmp_path / "e.csv"),
-                          "--rd", "--render", "--render-size", "48", "--quiet"]) == 0
-    rows = list(csv.DictReader(open(tmp_path / "e.csv")))
+    twin = tmp_path / "twin"  # the same run under a second name: --rd-join makes one front of both
+    twin.symlink_to(out)
+    assert evaluate.main(["--mesh-dir", str(one), "--results", str(out), str(twin), "--csv", str(tmp_path / "e.csv"),
+                          "--rd", "--rd-join", "ks", "twin", "--render", "--render-size", "48", "--quiet"]) == 0
+    rows = [r for r in csv.DictReader(open(tmp_path / "e.csv")) if r["run"] == "ks"]
     assert {r["mesh"] for r in rows} == {"ball"}
     assert {int(r["bytes"]) for r in rows} == {(out / r["mesh"] / "model.ksdf").stat().st_size for r in rows}
     assert {r["kind"] for r in rows} == {"closed"}
     for r in rows:  # the two one-sided terms add up to CD2
         assert float(r["cd2_gt_to_rec"]) + float(r["cd2_rec_to_gt"]) == pytest.approx(float(r["cd2"]), rel=1e-4)
     rd_rows = list(csv.DictReader(open(tmp_path / "e-rd.csv")))
-    assert {r["method"] for r in rd_rows} == {"draco", "ks"}
+    assert {r["method"] for r in rd_rows} == {"draco", "ks", "twin", "ks+twin"}
+    joined = [r for r in rd_rows if r["method"] == "ks+twin"]
+    assert len(joined) == 2 * len([r for r in rd_rows if r["method"] == "ks"])
+    assert sum(r["setting"].endswith("(shipped)") for r in joined) == 1
     ours = {r["setting"]: int(r["bytes"]) for r in rd_rows if r["method"] == "ks"}
     assert set(ours) == {"4-bit", "8-bit (shipped)", "float32"}  # rd_bits=4 wrote model-4bit.ksdf
     assert ours["4-bit"] == paths.compressed_at(4).stat().st_size < ours["8-bit (shipped)"] < ours["float32"]
     table = (tmp_path / "e-rd.md").read_text()
-    assert "**median** | ks" in table and "best on our front" in table
+    assert "**median** | ks" in table and "best on our front" in table and "| ball | ks+twin |" in table
     assert (tmp_path / "e-rd.png").stat().st_size > 1000
     # --render: ground truth | the shipped model | its key spheres, and a report that links table, plot and picture
     import matplotlib.image
 
     picture = matplotlib.image.imread(tmp_path / "e-render" / "ball.png")
-    assert picture.shape[1] >= 3 * 48 and picture.shape[0] >= 48
+    assert picture.shape[1] >= 4 * 48 and picture.shape[0] >= 48  # truth, two runs, spheres
     assert (picture[..., :3] < 0.9).any()  # something was drawn
     report = (tmp_path / "e-report.md").read_text()
     assert "](e-render/ball.png)" in report and "](e-rd.png)" in report and "| ball |" in report
@@ -245,3 +250,34 @@ def test_a_shard_killed_mid_mesh_resumes_and_leaves_nothing_half_written(tmp_pat
     assert {r["status"] for r in rows.values()} == {"ok"} and set(rows) == {"ball", "box"}
     assert not list(out.glob(".*"))
     assert np.isfinite(float(rows["ball"]["final_loss"]))
+
+
+def test_nglod_trains_writes_a_file_per_lod_and_eval_scores_any_lod(tmp_path, tiny_series):
+    import eval as evaluate
+
+    out = tmp_path / "ng"
+    one = tmp_path / "one"  # one mesh keeps it short
+    one.mkdir()
+    (one / "ball.obj").symlink_to(tiny_series / "ball.obj")
+    assert train(one, out, "--nglod_lods=2", "--nglod_features=8", "--nglod_hidden=16", "--nglod_lr=0.01",
+                 arch="nglod") == 0
+    paths = common.RunPaths(out / "ball")
+    assert paths.compressed.is_file() and paths.reconstruction.is_file() and not paths.spheres.is_file()
+    full, _ = common.load_checkpoint(paths.checkpoint)
+    sizes = []
+    for lod in (1, 2):
+        model, info = codec_read(paths.compressed_at_lod(lod))
+        assert info["model_args"]["lods"] == lod and model.stored_numbers() == full.stored_numbers(lod - 1)
+        sizes.append(paths.compressed_at_lod(lod).stat().st_size)
+    assert sizes[0] < sizes[1] < paths.compressed.stat().st_size
+    assert evaluate.main(["--mesh-dir", str(one), "--results", str(out), "--csv", str(tmp_path / "e.csv"),
+                          "--lod", "1", "--quiet"]) == 0
+    rows = {r["mesh"]: r for r in csv.DictReader(open(tmp_path / "e.csv"))}
+    assert int(rows["ball"]["bytes"]) == sizes[0] and int(rows["ball"]["numbers"]) == full.stored_numbers(0)
+    assert float(rows["ball"]["cd2"]) < 50  # a ball, roughly
+
+
+def codec_read(path):
+    import codec
+
+    return codec.read(path)
