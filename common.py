@@ -97,6 +97,7 @@ class TrainConfig:
     nglod_hidden: int = 128
     nglod_margin: int = 1
     nglod_lr: float = 1e-3
+    nglod_bits: int = 10
     # training points
     pool_uniform: int = 1_000_000
     pool_surface: int = 1_000_000
@@ -152,9 +153,9 @@ class TrainConfig:
             raise InputError(f"config value sheet_shell must be in (0, 0.5), got {self.sheet_shell}")
         if self.restarts > 1 and not 0 < self.restart_epochs <= self.epochs:
             raise InputError("config value restart_epochs must be between 1 and epochs")
-        for bits in [self.codec_bits] + self.extra_bits:
+        for bits in [self.codec_bits, self.nglod_bits] + self.extra_bits:
             if not (2 <= bits <= 16 or bits == 32):
-                raise InputError(f"config values codec_bits and rd_bits must be 2..16 or 32, got {bits}")
+                raise InputError(f"config values codec_bits, nglod_bits and rd_bits must be 2..16 or 32, got {bits}")
 
     @property
     def extra_bits(self) -> list[int]:

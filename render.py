@@ -326,11 +326,16 @@ def sphere_meshes(spheres: np.ndarray, subdivisions: int = 2) -> tuple[np.ndarra
 # Files
 
 
+def to_uint8(image: np.ndarray) -> np.ndarray:
+    """(H, W, 3) float image in [0, 1] -> uint8."""
+    return (255 * np.clip(image, 0, 1)).round().astype(np.uint8)
+
+
 def save_png(path: str | Path, image: np.ndarray) -> None:
     """Write an (H, W, 3) image in [0, 1] as PNG, atomically."""
-    import matplotlib.image
+    from PIL import Image
 
-    atomic_write(path, lambda tmp: matplotlib.image.imsave(tmp, np.clip(image, 0, 1), format="png"))
+    atomic_write(path, lambda tmp: Image.fromarray(to_uint8(image)).save(tmp, format="PNG"))
 
 
 def save_turntable(path: str | Path, model: torch.nn.Module, frames: int = 24, size: int = 256, device="cpu",
@@ -339,8 +344,8 @@ def save_turntable(path: str | Path, model: torch.nn.Module, frames: int = 24, s
     from PIL import Image
 
     volume = evaluate_grid(model.to(device).eval(), 64, device)
-    images = [Image.fromarray((255 * render_field(model, Camera.default(azimuth=360.0 * k / frames), size, size,
-                                                  device, volume=volume)[0]).round().astype(np.uint8))
+    images = [Image.fromarray(to_uint8(render_field(model, Camera.default(azimuth=360.0 * k / frames), size, size,
+                                                    device, volume=volume)[0]))
               for k in range(frames)]
     atomic_write(path, lambda tmp: images[0].save(tmp, format="GIF", save_all=True, append_images=images[1:],
                                                   duration=round(1000 * seconds / frames), loop=0))

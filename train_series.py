@@ -69,7 +69,7 @@ from sphere_sampler import (
     sample_training_points,
     write_sphere_file,
 )
-from training import Member, NetworkStack, Trained, mine_hard_points, model_args_for, train_group, training_set
+from training import Member, Trained, mine_hard_points, model_args_for, stack_for, train_group, training_set
 
 log = logging.getLogger("keysphere")
 SUMMARY_FIELDS = ["mesh", "status", "kind", "seconds", "final_loss", "numbers", "bytes", "ksdf_bytes",
@@ -187,8 +187,6 @@ def train_prepared(group: list[Prepared], arch: str, cfg: TrainConfig, device: t
     charged an equal share of the group's seconds. Returns per mesh (trained network, ``fit_codec``'s fits)."""
     model_args = model_args_for(arch, cfg, 0 if group[0].spheres is None else len(group[0].spheres))
     members = members_of(group, cfg, device)
-    if arch == "nglod":
-        cfg = dataclasses.replace(cfg, lr=cfg.nglod_lr)
     start = time.perf_counter()
     trained = train_group(arch, model_args, cfg, members, device, quiet)
     for p in group:
@@ -394,7 +392,7 @@ def refit_mesh(mesh_path: Path, work: RunPaths, arch: str, cfg: TrainConfig, dev
     [member] = members_of([p], cfg, device)
     points, sdf = member.points, member.sdf
     if member.field is not None and cfg.mine_fraction > 0:  # as training ends: with hard examples (films)
-        stack = NetworkStack([model], device)
+        stack = stack_for(arch)([model], device)
         data = training_set(stack, points[None].clone(), sdf[None].clone(), [member.spheres], cfg)
         mine_hard_points(stack, data, [member.field], cfg, cfg.seed)
         points, sdf = data.points[0], data.sdf[0]
@@ -571,6 +569,8 @@ def main(argv=None) -> int:
     if args.config == "auto":
         args.config = str(PROJECT_ROOT / "configs" / ("quality.yaml" if device.type == "cuda" else "default.yaml"))
     cfg = TrainConfig.load(args.config, overrides)
+    if args.arch == "nglod":  # NGLOD's own rate and bit depth replace the MLPs' (the checkpoint keeps what ran)
+        cfg = dataclasses.replace(cfg, lr=cfg.nglod_lr, codec_bits=cfg.nglod_bits)
     if cfg.threads > 0:
         torch.set_num_threads(cfg.threads)
     shard = parse_shard(args.shard)
