@@ -116,6 +116,7 @@ def main(argv=None) -> int:
     parser.add_argument("--level", default="auto",
                         help="iso-level (default auto: 0; for models older than mesh kinds, just above the minimum of "
                              "a field that never goes negative)")
+    parser.add_argument("--lod", type=int, help="NGLOD models: the LOD to use (1-based; default the finest)")
     parser.add_argument("--device", default="auto", help="cpu, cuda or auto (default: cuda when present)")
     add_logging_flags(parser)
     args = parser.parse_args(argv)
@@ -139,6 +140,13 @@ def main(argv=None) -> int:
             raise InputError(f"--level must be a number or auto, got {args.level!r}") from None
     device = pick_device(args.device)
     model, info = load_model(args.model)
+    if args.lod is not None:
+        if info.get("arch") != "nglod":
+            raise InputError(f"{args.model}: --lod is for NGLOD models, this is {info.get('arch')}")
+        try:
+            model = model.truncated(args.lod - 1)
+        except ValueError as exc:
+            raise InputError(f"{args.model}: {exc}") from None
     if args.png:
         start = time.perf_counter()
         save_png(args.png, render_field(model, Camera.default(), args.size, args.size, device)[0])

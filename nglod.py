@@ -206,6 +206,8 @@ class NGLODSDF(nn.Module):
     def truncated(self, lod: int) -> NGLODSDF:
         """A model of its own that evaluates LOD ``lod`` (0-based) of this one: the features of levels 0..lod
         and decoder ``lod`` only, what a file of that LOD holds."""
+        if not self.decoders_from <= lod < self.lods:
+            raise ValueError(f"LOD {lod + 1} is not among this model's LODs {self.decoders_from + 1}..{self.lods}")
         out = NGLODSDF(None, lod + 1, self.base_res, self.feature_dim, self.hidden, decoders_from=lod)
         state = {k: v for k, v in self.state_dict().items()
                  if not k.startswith(("features.", "decoders.")) or int(k.split(".")[1]) <= lod}

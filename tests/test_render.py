@@ -103,3 +103,20 @@ def test_key_spheres_as_one_mesh():
     assert len(faces) == 2 * 80 and faces.max() == len(vertices) - 1
     radii = np.linalg.norm(vertices[: len(vertices) // 2], axis=1)
     np.testing.assert_allclose(radii, 0.3)
+
+
+def test_turntable_is_an_animated_gif_of_the_model_turning(tmp_path):
+    from PIL import Image
+
+    class OffCentre(torch.nn.Module):  # a ball off the axis of rotation: the frames differ
+        def forward(self, x):
+            return (x - torch.tensor([0.4, 0.0, 0.0])).norm(dim=1) - 0.3
+
+    render.save_turntable(tmp_path / "t.gif", OffCentre(), frames=4, size=32)
+    with Image.open(tmp_path / "t.gif") as gif:
+        frames = []
+        for k in range(gif.n_frames):
+            gif.seek(k)
+            frames.append(np.asarray(gif.convert("RGB")))
+    assert len(frames) == 4 and frames[0].shape == (32, 32, 3)
+    assert not np.array_equal(frames[0], frames[2])
