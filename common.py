@@ -96,7 +96,7 @@ class TrainConfig:
     nglod_features: int = 32
     nglod_hidden: int = 128
     nglod_margin: int = 1
-    nglod_lr: float = 1e-3
+    nglod_lr: float = 1e-2
     nglod_bits: int = 10
     # training points
     pool_uniform: int = 1_000_000

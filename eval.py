@@ -285,7 +285,8 @@ def markdown_table(rows: list[dict], runs: list[str], meshes: list[str],
 
 
 def write_csv(path: Path, rows: list[dict]) -> None:
-    fields = ["mesh", "run", "status", "kind", *METRICS, "numbers", "bytes", "float_bytes", "ksdf_bytes", "seconds"]
+    fields = ["mesh", "run", "status", "kind", *METRICS, "numbers", "bytes", "float_bytes", "ksdf_bytes", "seconds",
+              "lod"]
     buf = io.StringIO()
     writer = csv.DictWriter(buf, fieldnames=fields, extrasaction="ignore")
     writer.writeheader()
