@@ -317,15 +317,21 @@ def rd_rows(gt: GroundTruth, runs: list[str], run_dirs: list[Path], name: str, d
         curves[run] = points
         curves[f"{run} shipped"] = [p for p in points if p["setting"].endswith("(shipped)")]
     if joined:
-        union = []
-        for i, run in enumerate(joined):
-            for p in curves[run]:
-                setting = p["setting"] if i == 0 else p["setting"].replace(" (shipped)", "")
-                union.append({**p, "setting": f"{run}: {setting}"})
-        curves["+".join(joined)] = sorted(union, key=lambda p: p["bytes"])
+        curves["+".join(joined)] = joined_points(curves, joined)
     rows = [{"mesh": name, "method": label, **p} for label, pts in curves.items() if not label.endswith(" shipped")
             for p in pts]
     return rows, curves
+
+
+def joined_points(curves: dict, joined: list[str]) -> list[dict]:
+    """All points of the ``joined`` runs' curves as one method's, sorted by bytes, each setting prefixed with
+    its run; only the first run's shipped file keeps "(shipped)"."""
+    union = []
+    for i, run in enumerate(joined):
+        for p in curves[run]:
+            setting = p["setting"] if i == 0 else p["setting"].replace(" (shipped)", "")
+            union.append({**p, "setting": f"{run}: {setting}"})
+    return sorted(union, key=lambda p: p["bytes"])
 
 
 def rd_summary(rows: list[dict], runs: list[str], meshes: list[str]) -> tuple[str, dict]:

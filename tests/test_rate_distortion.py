@@ -35,3 +35,15 @@ def test_draco_points_shrink_with_faces_and_the_full_mesh_is_nearly_exact():
     assert pts[0]["cd2"] > pts[1]["cd2"] > pts[2]["cd2"]
     # full mesh at 10 bits: only the sampling floor of 20k points remains (~0.1 here)
     assert pts[2]["cd2"] < 1.5 * rd.surface_cd2(mesh, gt, 20000)
+
+
+def test_joined_runs_form_one_front_with_one_shipped_file():
+    import eval as evaluate
+
+    curves = {"w32": [{"setting": "6-bit (shipped)", "bytes": 3900, "cd2": 0.030},
+                      {"setting": "8-bit", "bytes": 5300, "cd2": 0.028}],
+              "w24": [{"setting": "5-bit", "bytes": 2100, "cd2": 0.032},
+                      {"setting": "6-bit (shipped)", "bytes": 2450, "cd2": 0.031}]}
+    joined = evaluate.joined_points(curves, ["w32", "w24"])
+    assert [p["setting"] for p in joined] == ["w24: 5-bit", "w24: 6-bit", "w32: 6-bit (shipped)", "w32: 8-bit"]
+    assert [p["bytes"] for p in rd.pareto(joined)] == [2100, 2450, 3900, 5300]
