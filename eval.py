@@ -3,6 +3,7 @@
     python eval.py --mesh-dir data/shapes --results runs/keysphere runs/ni --csv results/eval.csv
     python eval.py ... --rd        # also a rate-distortion report: results/eval-rd.{csv,md,png}
     python eval.py ... --render    # also pictures, results/eval-render/<mesh>.png, and results/eval-report.md
+    python eval.py ... --lod 3     # NGLOD runs scored at one level of detail
 
 Every metric is computed in the normalized frame (smallest enclosing ball of the ground truth scaled to
 radius 0.9) with fixed seeds; see ``README.md`` for the exact definitions. A run folder holds, per mesh,
