@@ -203,7 +203,7 @@ def field_normals(model: torch.nn.Module, points: np.ndarray, device="cpu", chun
         x = torch.as_tensor(points[start:start + chunk], dtype=torch.float32, device=device).requires_grad_(True)
         with torch.enable_grad():
             (g,) = torch.autograd.grad(model(x).sum(), x)
-        out.append(torch.nn.functional.normalize(g, dim=1).cpu().double().numpy())
+        out.append(F.normalize(g, dim=1).cpu().double().numpy())
     return np.concatenate(out) if out else np.zeros((0, 3))
 
 
