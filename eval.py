@@ -174,9 +174,11 @@ def evaluate_run(gt: GroundTruth, run_dir: Path, name: str, device, lod: int | N
 
 
 def render_row(gt: GroundTruth, runs: list[str], run_dirs: list[Path], name: str, rows: list[dict], path: Path,
-               size: int, device) -> None:
+               size: int, device, draco: list[dict] | None = None) -> None:
     """One PNG for a mesh: ground truth | each run's shipped model (``model.ksdf``, else its checkpoint, else
-    its reconstruction) | the key spheres of the first run that has them; CD2 and file bytes in the captions."""
+    its reconstruction) | the key spheres of the first run that has them | with ``draco`` (the mesh's
+    QEM + Draco points), Draco's best decode within the first run's file bytes. CD2 and bytes in the
+    captions."""
     camera = Camera.default()
     images = [render_mesh(gt.mesh.vertices, gt.mesh.faces, camera, size, size)[0]]
     captions = [f"ground truth ({len(gt.mesh.faces):,} faces)"]
@@ -204,6 +206,12 @@ def render_row(gt: GroundTruth, runs: list[str], run_dirs: list[Path], name: str
     if spheres is not None:
         images.append(render_mesh(*sphere_meshes(spheres), camera, size, size, COLORS["spheres"])[0])
         captions.append(f"{len(spheres)} key spheres")
+    ours = next((r for r in rows if r["mesh"] == name and r.get("status") == "ok" and r.get("bytes")), None)
+    found = rd.draco_mesh_within(gt.mesh, draco, int(ours["bytes"])) if draco and ours else None
+    if found is not None:
+        decoded, point = found
+        images.append(render_mesh(decoded.vertices, decoded.faces, camera, size, size)[0])
+        captions.append(f"QEM + Draco ({point['setting']}): CD2 {point['cd2']:.4f}, {point['bytes']:,} B")
     save_panels(path, images, captions, title=f"{name} ({gt.kind})")
 
 
@@ -449,7 +457,8 @@ def main(argv=None) -> int:
             rd_points += points
         if args.render:
             try:
-                render_row(gt, runs, run_dirs, name, rows, render_dir / f"{name}.png", args.render_size, device)
+                render_row(gt, runs, run_dirs, name, rows, render_dir / f"{name}.png", args.render_size, device,
+                           rd_curves[name]["draco"] if args.rd else None)
             except InputError as exc:
                 log.warning("%s: no picture: %s", name, exc)
     csv_path = Path(args.csv)

@@ -61,11 +61,9 @@ def float_point(model: torch.nn.Module, info: dict, gt_points: np.ndarray, sampl
             "cd2": surface_cd2(mesh, gt_points, samples) if mesh is not None else math.inf}
 
 
-def draco_points(mesh: Mesh, gt_points: np.ndarray, samples: int, faces_list=DRACO_FACES,
-                 bits_list=DRACO_BITS) -> list[dict]:
-    """QEM decimation (fast-simplification) to each face budget below the mesh's own, plus the full mesh,
-    each compressed by Draco at each quantization: one point per (faces, bits)."""
-    import DracoPy
+def draco_levels(mesh: Mesh, faces_list=DRACO_FACES) -> list[tuple[np.ndarray, np.ndarray]]:
+    """(vertices float32, faces int32) of QEM decimation (fast-simplification) to each face budget below the
+    mesh's own, and of the full mesh, by face count."""
     import fast_simplification
 
     vertices, faces = mesh.vertices.astype(np.float32), mesh.faces.astype(np.int32)
@@ -76,16 +74,46 @@ def draco_points(mesh: Mesh, gt_points: np.ndarray, samples: int, faces_list=DRA
         else:
             v, f = fast_simplification.simplify(vertices, faces, target_reduction=1 - target / len(faces))
             levels.append((np.asarray(v, dtype=np.float32), np.asarray(f, dtype=np.int32)))
+    return levels
+
+
+def draco_round_trip(vertices: np.ndarray, faces: np.ndarray, bits: int) -> tuple[Mesh, int]:
+    """The mesh Draco decodes from its file at ``bits`` quantization, and the file's bytes."""
+    import DracoPy
+
+    data = DracoPy.encode(vertices, faces, quantization_bits=bits, compression_level=DRACO_LEVEL)
+    back = DracoPy.decode(data)
+    return Mesh(np.asarray(back.points, dtype=np.float64).reshape(-1, 3),
+                np.asarray(back.faces, dtype=np.int64).reshape(-1, 3)), len(data)
+
+
+def draco_points(mesh: Mesh, gt_points: np.ndarray, samples: int, faces_list=DRACO_FACES,
+                 bits_list=DRACO_BITS) -> list[dict]:
+    """QEM decimation to each face budget below the mesh's own, plus the full mesh, each compressed by Draco
+    at each quantization: one point per (faces, bits)."""
     points = []
-    for v, f in levels:
+    for v, f in draco_levels(mesh, faces_list):
         for bits in bits_list:
-            data = DracoPy.encode(v, f, quantization_bits=bits, compression_level=DRACO_LEVEL)
-            back = DracoPy.decode(data)
-            decoded = Mesh(np.asarray(back.points, dtype=np.float64).reshape(-1, 3),
-                           np.asarray(back.faces, dtype=np.int64).reshape(-1, 3))
-            points.append({"setting": f"{len(f)} faces, {bits}-bit", "bytes": len(data),
+            decoded, size = draco_round_trip(v, f, bits)
+            points.append({"setting": f"{len(f)} faces, {bits}-bit", "bytes": size,
                            "cd2": surface_cd2(decoded, gt_points, samples)})
     return points
+
+
+def draco_mesh_within(mesh: Mesh, draco: list[dict], budget: int,
+                      faces_list=DRACO_FACES) -> tuple[Mesh, dict] | None:
+    """The decoded mesh of Draco's best point (lowest CD2 on its front) that fits in ``budget`` bytes, with
+    the point; None when no point fits."""
+    fits = [p for p in pareto(draco) if p["bytes"] <= budget]
+    if not fits:
+        return None
+    point = fits[-1]
+    faces_text, bits_text = point["setting"].split(", ")  # "<faces> faces, <bits>-bit", as draco_points names it
+    faces, bits = int(faces_text.split()[0]), int(bits_text.split("-")[0])
+    for v, f in draco_levels(mesh, faces_list):  # the decimations of draco_points (deterministic)
+        if len(f) == faces:
+            return draco_round_trip(v, f, bits)[0], point
+    return None
 
 
 def pareto(points: list[dict]) -> list[dict]:

@@ -35,6 +35,11 @@ def test_draco_points_shrink_with_faces_and_the_full_mesh_is_nearly_exact():
     assert pts[0]["cd2"] > pts[1]["cd2"] > pts[2]["cd2"]
     # full mesh at 10 bits: only the sampling floor of 20k points remains (~0.1 here)
     assert pts[2]["cd2"] < 1.5 * rd.surface_cd2(mesh, gt, 20000)
+    # the decode shown beside our file: Draco's best point within a byte budget, decoded again
+    decoded, point = rd.draco_mesh_within(mesh, pts, pts[1]["bytes"], faces_list=(100, 1000))
+    assert point == pts[1] and len(decoded.faces) == 1000
+    assert rd.surface_cd2(decoded, gt, 20000) == pytest.approx(pts[1]["cd2"])
+    assert rd.draco_mesh_within(mesh, pts, pts[0]["bytes"] - 1, faces_list=(100, 1000)) is None
 
 
 def test_joined_runs_form_one_front_with_one_shipped_file():

@@ -115,11 +115,12 @@ def test_shipped_file_is_what_gets_meshed_and_eval_reports_its_rate_distortion_a
     table = (tmp_path / "e-rd.md").read_text()
     assert "**median** | ks" in table and "best on our front" in table
     assert (tmp_path / "e-rd.png").stat().st_size > 1000
-    # --render: ground truth | the shipped model | its key spheres, and a report that links table, plot and picture
+    # --render: ground truth | the shipped model | its key spheres | Draco within its bytes, and a report that links
+    # table, plot and picture
     import matplotlib.image
 
     picture = matplotlib.image.imread(tmp_path / "e-render" / "ball.png")
-    assert picture.shape[1] >= 3 * 48 and picture.shape[0] >= 48  # truth, the run, its spheres
+    assert picture.shape[1] >= 4 * 48 and picture.shape[0] >= 48  # truth, the run, its spheres, Draco's decode
     assert (picture[..., :3] < 0.9).any()  # something was drawn
     report = (tmp_path / "e-report.md").read_text()
     assert "](e-render/ball.png)" in report and "](e-rd.png)" in report and "| ball |" in report
