@@ -5,7 +5,9 @@ Level l (0-based) of a network with ``base_res`` 4 is a grid of 4 * 2^l voxels p
 features live at the corners of the voxels the surface occupies (the finest level's voxels within a margin of
 the surface, and their ancestors). A point's feature at LOD k is the sum over levels 0..k of the trilinear
 interpolation of that level's corner features (a corner no occupied voxel has contributes zero); decoder k,
-Linear(3 + F, hidden), ReLU, Linear(hidden, 1), maps [xyz, feature] to the signed distance. "LOD k" in tables
+Linear(3 + F, hidden), ReLU, Linear(hidden, 1), maps [xyz, feature] to the signed distance. Outside the
+octree the field takes the octree's own sign (a flood fill of its empty voxels) and at least half a voxel's
+magnitude: NGLOD's renderer meets surfaces only inside its octree, and so do our marching cubes. "LOD k" in tables
 is 1-based as in the NGLOD paper: LOD 3 is level 2, a grid of 16^3.
 """
 
@@ -16,6 +18,7 @@ import zlib
 import numpy as np
 import torch
 import torch.nn.functional as F
+from scipy import ndimage
 from torch import nn
 
 OFFSETS = np.array([[i, j, k] for i in (0, 1) for j in (0, 1) for k in (0, 1)], dtype=np.int64)  # (8, 3)
@@ -101,6 +104,20 @@ def trilinear(points: torch.Tensor, features: torch.Tensor, lookup: torch.Tensor
     return F.embedding_bag(rows, features, per_sample_weights=w.to(features.dtype), mode="sum")
 
 
+def outside_signs(voxels: np.ndarray, res: int) -> np.ndarray:
+    """The sign of the empty voxels of a ``res``^3 grid whose occupied ``voxels`` (V, 3) hold the surface:
+    +1 where they connect (6-neighbours) to the grid's border, -1 where the occupied voxels enclose them, 0
+    in the occupied voxels. (res, res, res) int8 array."""
+    occupied = np.zeros((res,) * 3, dtype=bool)
+    occupied[tuple(np.asarray(voxels, dtype=np.int64).reshape(-1, 3).T)] = True
+    labels, _ = ndimage.label(~occupied)
+    border = np.unique(np.concatenate([labels[[0, -1]].ravel(), labels[:, [0, -1]].ravel(),
+                                       labels[:, :, [0, -1]].ravel()]))
+    signs = np.where(np.isin(labels, border[border > 0]), 1, -1).astype(np.int8)
+    signs[occupied] = 0
+    return signs
+
+
 def octree_bytes(voxels: np.ndarray, levels: int, base_res: int) -> bytes:
     """The octree of the finest ``voxels`` as bits: the coarsest level's occupancy (``base_res``^3 bits), then
     per occupied voxel of each level, in sorted order, the 8-bit mask of its occupied children; deflated."""
@@ -176,17 +193,19 @@ class NGLODSDF(nn.Module):
         """Octree, corners and lookups from the finest voxels; fresh feature tables (NGLOD: N(0, 0.01))."""
         self.register_buffer("voxels", torch.as_tensor(voxels, dtype=torch.int16).reshape(-1, 3))
         device = self.decoders[-1][0].weight.device
-        self.lookups = []
+        self.lookups, self.signs = [], []
         tables = []
         for level, vox in enumerate(octree_levels(voxels, self.lods)):
             corners = voxel_corners(vox) if len(vox) else np.zeros((0, 3), dtype=np.int64)
             self.lookups.append(corner_lookup(corners, self.resolution(level)).to(device))
+            self.signs.append(torch.as_tensor(outside_signs(vox, self.resolution(level)), device=device))
             tables.append(nn.Parameter(0.01 * torch.randn(len(corners), self.feature_dim, device=device)))
         self.features = nn.ParameterList(tables)
 
     def _apply(self, fn, recurse=True):
         out = super()._apply(fn, recurse)
         self.lookups = [fn(t) for t in self.lookups]  # integer tables: fn moves them, never casts them
+        self.signs = [fn(t) for t in self.signs]
         return out
 
     def load_state_dict(self, state_dict, strict: bool = True, assign: bool = False):
@@ -230,7 +249,17 @@ class NGLODSDF(nn.Module):
         if lod == "all":
             return torch.stack(self.all_lods(points))
         lod = self.lod if lod is None else lod
-        return self.decoders[lod](torch.cat([points, self.feature(points, lod)], 1)).squeeze(-1)
+        return self.confine(points, self.decoders[lod](torch.cat([points, self.feature(points, lod)], 1)).squeeze(-1),
+                            lod)
+
+    def confine(self, points: torch.Tensor, field: torch.Tensor, level: int) -> torch.Tensor:
+        """The (N,) ``field`` kept inside the octree of ``level`` and, outside it, given the octree's own sign
+        (``outside_signs``) and at least half a voxel's magnitude: as in NGLOD, where rays meet surfaces only
+        inside the octree, no surface lies outside it (no floaters far from the mesh)."""
+        res = self.resolution(level)
+        idx = torch.floor((points + 1.0) * (res / 2.0)).long().clamp(0, res - 1)
+        sign = self.signs[level][idx[:, 0], idx[:, 1], idx[:, 2]].to(field.dtype)
+        return torch.where(sign == 0, field, sign * field.abs().clamp_min(1.0 / res))
 
     def all_lods(self, points: torch.Tensor) -> list[torch.Tensor]:
         """Every decoded LOD's (N,) prediction, sharing the interpolation (what training fits, one loss per
@@ -240,7 +269,8 @@ class NGLODSDF(nn.Module):
             table = torch.cat([self.features[level], self.features[level].new_zeros(1, self.feature_dim)])
             feature = feature + trilinear(points, table, self.lookups[level], self.resolution(level))
             if level >= self.decoders_from:
-                out.append(self.decoders[level](torch.cat([points, feature], 1)).squeeze(-1))
+                out.append(self.confine(points, self.decoders[level](torch.cat([points, feature], 1)).squeeze(-1),
+                                        level))
         return out
 
     def precompute(self, points: torch.Tensor) -> torch.Tensor:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import numpy as np
+import pytest
 import torch
 
 import nglod
@@ -77,3 +78,20 @@ def test_state_dict_round_trip_rebuilds_the_octree():
     empty.load_state_dict(model.state_dict())
     x = torch.rand(100, 3) * 2 - 1
     assert torch.equal(empty(x), model(x))
+
+
+def test_outside_the_octree_the_field_has_the_octrees_sign_and_no_surface():
+    rng = np.random.default_rng(0)
+    d = rng.normal(size=(50_000, 3))
+    surface = 0.6 * d / np.linalg.norm(d, axis=1, keepdims=True)
+    voxels = nglod.occupied_voxels(surface, 16, margin=1)
+    signs = nglod.outside_signs(voxels, 16)
+    assert signs[8, 8, 8] == -1 and signs[0, 0, 0] == 1 and (signs[tuple(voxels.T)] == 0).all()
+    model = nglod.NGLODSDF(voxels, lods=3, base_res=4, feature_dim=4, hidden=8)
+    with torch.no_grad():
+        model.decoders[2][2].bias.fill_(-0.001)  # a near-zero field of the wrong sign everywhere
+        model.decoders[2][2].weight.zero_()
+    x = torch.tensor([[0.0, 0.0, 0.0], [0.95, 0.95, 0.95], [0.6, 0.0, 0.0]])
+    f = model(x).detach()
+    assert f[0] <= -1 / 16 and f[1] >= 1 / 16  # inside and outside the shell: the octree's signs, half a voxel
+    assert f[2].item() == pytest.approx(-0.001)        # on the surface: the network's own value
