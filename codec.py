@@ -12,6 +12,7 @@ The CRC-32 covers every byte before it. Version 3 (coder 2: range coder) payload
     u16 n | n bytes: JSON header (arch, model_args, bits, kind, shell, normalized), raw DEFLATE with the preset
           dictionary HEADER_DICTIONARY (a usual header costs ~6 bytes)
     4 x f32: normalization centre xyz and scale (when normalized)
+    NGLOD only: u32 n | n bytes: its octree, deflated bits (``nglod.octree_bytes``)
     per stored tensor: f16 step, u8 Laplace scale code (spheres: u8 centre step exponent, then per column
           i16 mean and u8 scale code)
     u32 words of one range-coded stream (``constriction``): every tensor's integers under a quantized
