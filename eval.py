@@ -118,11 +118,18 @@ def find_run_files(run_dir: Path, name: str) -> tuple[Path | None, Path | None]:
     return recon, model
 
 
-def evaluate_run(gt: GroundTruth, run_dir: Path, name: str, device, lod: int | None = None) -> dict:
-    """All metrics of one run on one mesh; raises InputError when the run has nothing for this mesh.
+def numbers_of(model: torch.nn.Module) -> int:
+    """Stored numbers as a table counts them: an NGLOD model's at its LOD (``stored_numbers``), else all."""
+    return model.stored_numbers() if hasattr(model, "stored_numbers") else count_numbers(model)
 
-    ``lod`` (1-based): an NGLOD run is scored at that LOD, from its ``model-lod<k>.ksdf`` (or ``model.ksdf``
-    at the trained LOD), meshed here; other runs as usual."""
+
+def evaluate_run(gt: GroundTruth, run_dir: Path, name: str, device,
+                 lod: int | None = None) -> tuple[dict, torch.nn.Module | None]:
+    """All metrics of one run on one mesh, and the model they score (None when only a reconstruction was
+    found; ``row["scored"]`` names the file); raises InputError when the run has nothing for this mesh.
+
+    ``lod`` (1-based): an NGLOD run is scored at that LOD, from its ``model-lod<k>.ksdf``, meshed here; other
+    runs as usual."""
     recon_path, model_path = find_run_files(run_dir, name)
     row = {"kind": gt.kind}
     model, shell = None, 0.0
@@ -139,19 +146,22 @@ def evaluate_run(gt: GroundTruth, run_dir: Path, name: str, device, lod: int | N
             row.update(numbers=numbers, bytes=4 * numbers, float_bytes=4 * numbers,
                        seconds=info.get("seconds", math.nan), lod=lod)
             model, recon_path, model_path = float_model, None, None
+            row["scored"] = f"model.pt at LOD {lod}"
     if model_path is not None:
         model, info = load_model(model_path)
         shell = float(info.get("shell") or 0.0)
-        numbers = model.stored_numbers() if hasattr(model, "stored_numbers") else count_numbers(model)
-        row.update(numbers=numbers, bytes=4 * numbers, float_bytes=4 * numbers, seconds=info.get("seconds", math.nan))
+        numbers = numbers_of(model)
+        row.update(numbers=numbers, bytes=4 * numbers, float_bytes=4 * numbers, seconds=info.get("seconds", math.nan),
+                   scored=model_path.name)
     if compressed.is_file():
         model, _ = load_model(compressed)
-        row.update(bytes=compressed.stat().st_size, ksdf_bytes=compressed.stat().st_size)
-        row.setdefault("numbers", model.stored_numbers() if hasattr(model, "stored_numbers") else count_numbers(model))
+        row.update(bytes=compressed.stat().st_size, ksdf_bytes=compressed.stat().st_size, scored=compressed.name)
+        row.setdefault("numbers", numbers_of(model))
     if model is not None:
         row.update(sdf_errors(model, gt, device, shell))
     if recon_path is not None:
         recon = load_mesh(recon_path)
+        row.setdefault("scored", recon_path.name)
     elif model is not None:
         tm = mesh_model(model, 128, device, shell=shell)
         recon = Mesh(np.asarray(tm.vertices, dtype=np.float64), np.asarray(tm.faces, dtype=np.int64))
@@ -170,13 +180,13 @@ def evaluate_run(gt: GroundTruth, run_dir: Path, name: str, device, lod: int | N
         row["giou"] = iou(pred, gt.iou_inside)
         row["iou"] = iou(pred[:IOU_SAMPLES], gt.iou_inside[:IOU_SAMPLES])
     row["floor_cd2"] = gt.floor_cd2
-    return row
+    return row, model
 
 
-def render_row(gt: GroundTruth, runs: list[str], run_dirs: list[Path], name: str, rows: list[dict], path: Path,
-               size: int, device, draco: list[dict] | None = None) -> None:
-    """One PNG for a mesh: ground truth | each run's shipped model (``model.ksdf``, else its checkpoint, else
-    its reconstruction) | the key spheres of the first run that has them | with ``draco`` (the mesh's
+def render_row(gt: GroundTruth, runs: list[str], run_dirs: list[Path], name: str, rows: list[dict],
+               models: dict, path: Path, size: int, device, draco: list[dict] | None = None) -> None:
+    """One PNG for a mesh: ground truth | each run's scored model (``models[run]``, what its row measured),
+    else its reconstruction | the key spheres of the first model that has them | with ``draco`` (the mesh's
     QEM + Draco points), Draco's best decode within the first run's file bytes. CD2 and bytes in the
     captions."""
     camera = Camera.default()
@@ -185,24 +195,22 @@ def render_row(gt: GroundTruth, runs: list[str], run_dirs: list[Path], name: str
     spheres = None
     for run, run_dir in zip(runs, run_dirs):
         row = next((r for r in rows if r["mesh"] == name and r["run"] == run), {})
-        recon_path, model_path = find_run_files(run_dir, name)
-        compressed = RunPaths(run_dir / name).compressed
-        model_path = compressed if compressed.is_file() else model_path
-        if model_path is not None:
-            model, _ = load_model(model_path)
+        model = models.get(run)
+        if model is not None:
             image = render_field(model, camera, size, size, device)[0]
             if spheres is None and getattr(model, "spheres", None) is not None:
                 spheres = model.spheres.detach().cpu().numpy()
-        elif recon_path is not None:
+        else:
+            recon_path, _ = find_run_files(run_dir, name)
+            if recon_path is None:
+                continue
             recon = load_mesh(recon_path)
             image = render_mesh(recon.vertices, recon.faces, camera, size, size, COLORS["model"])[0]
-        else:
-            continue
         images.append(image)
         caption = run
         if row.get("status") == "ok":
-            caption += f": CD2 {row['cd2']:.4f}, {row['bytes']:,.0f} B"
-        captions.append(caption + ("" if model_path is None else f" ({model_path.name})"))
+            caption += f": CD2 {row['cd2']:.4f}, {row['bytes']:,.0f} B ({row['scored']})"
+        captions.append(caption)
     if spheres is not None:
         images.append(render_mesh(*sphere_meshes(spheres), camera, size, size, COLORS["spheres"])[0])
         captions.append(f"{len(spheres)} key spheres")
@@ -443,10 +451,11 @@ def main(argv=None) -> int:
             log.warning("%s", exc)
             rows += [{"mesh": name, "run": run, "status": f"failed: {exc}"} for run in runs]
             continue
+        models = {}
         for run, run_dir in zip(runs, run_dirs):
             try:
-                row = {"mesh": name, "run": run, "status": "ok",
-                       **evaluate_run(gt, run_dir, name, device, args.lod)}
+                fields, models[run] = evaluate_run(gt, run_dir, name, device, args.lod)
+                row = {"mesh": name, "run": run, "status": "ok", **fields}
             except InputError as exc:
                 log.warning("%s / %s: %s", run, name, exc)
                 row = {"mesh": name, "run": run, "status": f"failed: {exc}"}
@@ -457,8 +466,8 @@ def main(argv=None) -> int:
             rd_points += points
         if args.render:
             try:
-                render_row(gt, runs, run_dirs, name, rows, render_dir / f"{name}.png", args.render_size, device,
-                           rd_curves[name]["draco"] if args.rd else None)
+                render_row(gt, runs, run_dirs, name, rows, models, render_dir / f"{name}.png", args.render_size,
+                           device, rd_curves[name]["draco"] if args.rd else None)
             except InputError as exc:
                 log.warning("%s: no picture: %s", name, exc)
     csv_path = Path(args.csv)

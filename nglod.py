@@ -235,13 +235,20 @@ class NGLODSDF(nn.Module):
         out.load_state_dict(state)
         return out.to(self.voxels.device).eval()
 
+    def level_feature(self, points: torch.Tensor, level: int) -> torch.Tensor:
+        """(N, F) trilinear interpolation of ``level``'s corner features at (N, 3) points (zero at corners
+        no occupied voxel has)."""
+        table = torch.cat([self.features[level], self.features[level].new_zeros(1, self.feature_dim)])
+        return trilinear(points, table, self.lookups[level], self.resolution(level))
+
     def feature(self, points: torch.Tensor, lod: int) -> torch.Tensor:
         """(N, F) summed features of levels 0..``lod`` at (N, 3) points."""
-        out = torch.zeros(len(points), self.feature_dim, device=points.device, dtype=points.dtype)
-        for level in range(lod + 1):
-            table = torch.cat([self.features[level], self.features[level].new_zeros(1, self.feature_dim)])
-            out = out + trilinear(points, table, self.lookups[level], self.resolution(level))
-        return out
+        return sum(self.level_feature(points, level) for level in range(lod + 1))
+
+    def decode(self, points: torch.Tensor, feature: torch.Tensor, lod: int) -> torch.Tensor:
+        """(N,) field of LOD ``lod`` from the summed ``feature`` (N, F): its decoder on [xyz, feature], kept
+        inside the octree (``confine``)."""
+        return self.confine(points, self.decoders[lod](torch.cat([points, feature], 1)).squeeze(-1), lod)
 
     def forward(self, points: torch.Tensor, lod: int | str | None = None) -> torch.Tensor:
         """(N, 3) points -> (N,) signed distances at ``lod`` (default ``self.lod``); ``lod="all"``: (lods, N),
@@ -249,8 +256,7 @@ class NGLODSDF(nn.Module):
         if lod == "all":
             return torch.stack(self.all_lods(points))
         lod = self.lod if lod is None else lod
-        return self.confine(points, self.decoders[lod](torch.cat([points, self.feature(points, lod)], 1)).squeeze(-1),
-                            lod)
+        return self.decode(points, self.feature(points, lod), lod)
 
     def confine(self, points: torch.Tensor, field: torch.Tensor, level: int) -> torch.Tensor:
         """The (N,) ``field`` kept inside the octree of ``level`` and, outside it, given the octree's own sign
@@ -262,15 +268,13 @@ class NGLODSDF(nn.Module):
         return torch.where(sign == 0, field, sign * field.abs().clamp_min(1.0 / res))
 
     def all_lods(self, points: torch.Tensor) -> list[torch.Tensor]:
-        """Every decoded LOD's (N,) prediction, sharing the interpolation (what training fits, one loss per
+        """Every decoded LOD's (N,) prediction, the interpolations shared (what training fits, one loss per
         LOD)."""
-        out, feature = [], torch.zeros(len(points), self.feature_dim, device=points.device, dtype=points.dtype)
+        out, feature = [], 0
         for level in range(self.lods):
-            table = torch.cat([self.features[level], self.features[level].new_zeros(1, self.feature_dim)])
-            feature = feature + trilinear(points, table, self.lookups[level], self.resolution(level))
+            feature = feature + self.level_feature(points, level)
             if level >= self.decoders_from:
-                out.append(self.confine(points, self.decoders[level](torch.cat([points, feature], 1)).squeeze(-1),
-                                        level))
+                out.append(self.decode(points, feature, level))
         return out
 
     def precompute(self, points: torch.Tensor) -> torch.Tensor:

@@ -422,10 +422,8 @@ def finish_job(p: Prepared, trained: Trained, fits: dict, arch: str, cfg: TrainC
 
 
 def group_key(p: Prepared) -> tuple:
-    """Meshes train in one group only when their tensors stack: same sphere and point counts (NGLOD networks
-    differ in shape: each is a group of its own)."""
-    return (None if p.spheres is None else len(p.spheres), len(p.points),
-            None if p.voxels is None else p.path.name)
+    """Meshes train in one group only when their tensors stack: same sphere and point counts."""
+    return (None if p.spheres is None else len(p.spheres), len(p.points))
 
 
 def run_groups(meshes: list[Path], out: Path, arch: str, cfg: TrainConfig, device: torch.device,
@@ -514,14 +512,13 @@ def cpu_cores() -> int:
     return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
 
 
-def default_group(cfg: TrainConfig, device: torch.device, meshes: int, arch: str = "keysphere") -> int:
-    """``group`` 0: one network at a time on a CPU (and for NGLOD, whose networks differ in shape); on a GPU
-    as many as a quarter of its free memory holds
+def default_group(cfg: TrainConfig, device: torch.device, meshes: int) -> int:
+    """``group`` 0: one network at a time on a CPU; on a GPU as many as a quarter of its free memory holds
     (points, targets and inputs of each network, about 44 bytes a point), at most 256 and at most the
     number of meshes."""
     if cfg.group > 0:
         return min(cfg.group, meshes)
-    if device.type != "cuda" or arch == "nglod":
+    if device.type != "cuda":
         return 1
     free, _ = torch.cuda.mem_get_info(device)
     per_network = 44 * cfg.num_samples + 4 * cfg.batch_size * cfg.width * 2 * (cfg.layers + 2)
@@ -594,7 +591,8 @@ def main(argv=None) -> int:
         else:
             rows[row["mesh"]] = row
     cores = cpu_cores()
-    group = 1 if args.refit or args.arch == "nglod" else default_group(cfg, device, max(1, len(todo)), args.arch)
+    # NGLOD networks differ in shape (their octrees), so they never stack: one at a time
+    group = 1 if args.refit or args.arch == "nglod" else default_group(cfg, device, max(1, len(todo)))
     with tqdm(total=len(meshes), initial=len(rows), desc="meshes", disable=args.quiet) as bar:
         def on_row(row):
             rows[row["mesh"]] = row

@@ -209,9 +209,9 @@ class NetworkStack:
 
 
 class ModuleStack(NetworkStack):
-    """One network without a hand-written step (NGLOD) behind ``NetworkStack``'s interface: its parameters
-    with a leading dimension of 1, steps by autograd. NGLOD's loss is the sum over its LODs of each LOD's L1
-    loss (every LOD stays usable); the reported loss is the finest LOD's."""
+    """One NGLOD network behind ``NetworkStack``'s interface: its parameters with a leading dimension of 1,
+    steps by autograd. The loss is the sum over its LODs of each LOD's L1 loss (every LOD stays usable); the
+    reported loss is the finest LOD's."""
 
     def __init__(self, models: list[torch.nn.Module], device: torch.device):
         if len(models) != 1:
@@ -219,7 +219,6 @@ class ModuleStack(NetworkStack):
         self.models = [m.to(device).eval() for m in models]
         self.params = {name: p.detach()[None].clone().requires_grad_(True)
                        for name, p in self.models[0].named_parameters()}
-        self.hidden_names = []
 
     def _call(self, x: torch.Tensor, **kwargs) -> torch.Tensor:
         params = {name: p[0] for name, p in self.params.items()}
@@ -229,9 +228,7 @@ class ModuleStack(NetworkStack):
         raise NotImplementedError("a ModuleStack has no layer list (no layer-by-layer codec fit)")
 
     def step(self, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
-        multi = getattr(self.models[0], "lods", None) is not None
-        out = self._call(x[0], lod="all") if multi else self._call(x[0])[None]
-        losses = (out - y[0]).abs().mean(1)
+        losses = (self._call(x[0], lod="all") - y[0]).abs().mean(1)
         losses.sum().backward()
         return losses[-1:].detach()
 
