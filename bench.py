@@ -31,8 +31,10 @@ from pathlib import Path
 
 import torch
 
+import architectures
 import eval as evaluate
 import train_series
+from architectures import Architecture
 from common import (
     PROJECT_ROOT,
     InputError,
@@ -44,20 +46,21 @@ from common import (
     run_main,
     setup_logging,
 )
+from pipeline import Job, train_mesh
 from quantization import fit_epochs
-from training import NetworkStack, model_args_for, total_epochs
+from training import NetworkStack, total_epochs
 
 log = logging.getLogger("keysphere")
 STAGES = ("load", "spheres", "samples", "train", "qat", "mesh", "eval")
 
 
-def training_flops_per_point(arch: str, cfg: TrainConfig, num_spheres: int) -> float:
+def training_flops_per_point(arch: Architecture, cfg: TrainConfig, num_spheres: int) -> float:
     """FLOPs of one training point as ``NetworkStack.step`` runs it (2 per multiply-add): forward
     and weight gradient of every layer, input gradient of every layer but the first. The first layer acts on
-    the precomputed inputs: xyz (ni), xyz and the sphere average (keysphere, 7), xyz and the M sphere weights
-    (latent)."""
-    layers, width = (cfg.ni_layers, cfg.ni_width) if arch == "ni" else (cfg.layers, cfg.width)
-    in_dim = {"ni": 3, "keysphere": 7, "latent": 3 + num_spheres}[arch]
+    the precomputed inputs (``Architecture.input_size``): xyz (ni), xyz and the sphere average (keysphere, 7),
+    xyz and the M sphere weights (latent)."""
+    args = arch.model_args(cfg, num_spheres)
+    layers, width, in_dim = args["layers"], args["width"], arch.input_size(num_spheres)
     first, rest = in_dim * width, (layers - 1) * width * width + width
     return 2 * (2 * (first + rest) + rest)
 
@@ -80,16 +83,17 @@ def matmul_peak(device: torch.device, n: int = 2048, repeat: int = 10) -> float:
 MATMUL_OPS = ("aten::mm", "aten::addmm", "aten::bmm", "aten::baddbmm", "aten::matmul")
 
 
-def random_networks(arch: str, cfg: TrainConfig, device: torch.device, num_spheres: int, count: int = 1):
-    """``count`` fresh networks of ``arch``, each with random spheres, as a stack, and its Adam."""
-    spheres = [None if arch == "ni" else
-               torch.cat([torch.rand(num_spheres, 3) * 1.6 - 0.8, -0.1 * torch.rand(num_spheres, 1)], 1).to(device)
-               for _ in range(count)]
-    stack = NetworkStack.new(arch, model_args_for(arch, cfg, num_spheres), spheres, 0, device)
+def random_networks(arch: Architecture, cfg: TrainConfig, device: torch.device, num_spheres: int, count: int = 1):
+    """``count`` fresh networks of ``arch``, each with random spheres (when it has spheres), as a stack, and its
+    Adam."""
+    spheres = [torch.cat([torch.rand(num_spheres, 3) * 1.6 - 0.8, -0.1 * torch.rand(num_spheres, 1)], 1).to(device)
+               if arch.has_spheres else None for _ in range(count)]
+    stack = NetworkStack.new(arch, arch.model_args(cfg, num_spheres), spheres, 0, device)
     return stack, torch.optim.Adam(stack.params.values(), lr=cfg.lr, fused=True)
 
 
-def step_breakdown(arch: str, cfg: TrainConfig, device: torch.device, num_spheres: int, steps: int = 50) -> dict:
+def step_breakdown(arch: Architecture, cfg: TrainConfig, device: torch.device, num_spheres: int,
+                   steps: int = 50) -> dict:
     """Where one training step's time goes, measured with the torch profiler on random points.
 
     Returns
@@ -127,7 +131,7 @@ def step_breakdown(arch: str, cfg: TrainConfig, device: torch.device, num_sphere
             "matmul_flops": mm_flops / mm_seconds if mm_seconds else math.nan}
 
 
-def step_throughput(arch: str, cfg: TrainConfig, device: torch.device, num_spheres: int,
+def step_throughput(arch: Architecture, cfg: TrainConfig, device: torch.device, num_spheres: int,
                     steps: int = 100) -> dict:
     """Training points per second of ``NetworkStack.step`` (hand-written backward on precomputed inputs, one
     network) and of the plain autograd step (``l1_loss(model(points))``) on the same model and batches.
@@ -169,14 +173,14 @@ def step_throughput(arch: str, cfg: TrainConfig, device: torch.device, num_spher
     return best
 
 
-def stacked_step_rates(arch: str, cfg: TrainConfig, device: torch.device, counts=(1, 16, 64, 128, 256),
+def stacked_step_rates(arch: Architecture, cfg: TrainConfig, device: torch.device, counts=(1, 16, 64, 128, 256),
                        steps: int = 200) -> list[tuple[int, float]]:
     """Seconds per training step of K stacked networks (``NetworkStack.step`` and one fused Adam, a batch of
     ``batch_size`` points plus the sphere centres each), after as many steps of warm-up. Returns (K, s)."""
     rates = []
     for count in counts:
         stack, opt = random_networks(arch, cfg, device, cfg.num_spheres, count)
-        points = cfg.batch_size + (0 if arch == "ni" else cfg.num_spheres)
+        points = cfg.batch_size + (cfg.num_spheres if arch.has_spheres else 0)
         x = stack.precompute(torch.rand(count, points, 3, device=device) * 2 - 1)
         y = torch.rand(count, points, device=device) * 0.1
         for _ in range(2):  # the first pass warms up
@@ -193,14 +197,15 @@ def stacked_step_rates(arch: str, cfg: TrainConfig, device: torch.device, counts
     return rates
 
 
-def series(mesh_dir: str, config: str, arch: str, device: torch.device, out: str | None, overrides: list[str]) -> None:
+def series(mesh_dir: str, config: str, arch: Architecture, device: torch.device, out: str | None,
+           overrides: list[str]) -> None:
     """``--series``: run train_series.py on the folder and report what a dataset user sees."""
     peak = matmul_peak(device, 8192 if device.type == "cuda" else 2048)
     cfg = TrainConfig.load(config, overrides)
     with tempfile.TemporaryDirectory() as tmp:
         run = Path(out or tmp)
         start = time.perf_counter()
-        train_series.main(["--mesh-dir", mesh_dir, "--config", config, "--arch", arch, "--out", str(run),
+        train_series.main(["--mesh-dir", mesh_dir, "--config", config, "--arch", arch.name, "--out", str(run),
                            "--device", str(device), "--cache-dir", "none", "--force", "--quiet", *overrides])
         wall = time.perf_counter() - start
         rows = [r for r in csv.DictReader(open(run / "summary.csv")) if r["status"].startswith("ok")]
@@ -229,7 +234,8 @@ def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--mesh-dir", required=True, help="folder of meshes")
     parser.add_argument("--config", default=str(PROJECT_ROOT / "configs" / "default.yaml"), help="YAML config")
-    parser.add_argument("--arch", choices=("keysphere", "latent", "ni"), default="keysphere")
+    parser.add_argument("--arch", choices=[a.name for a in architectures.REGISTRY.values() if a.stacks],
+                        default="keysphere", help="an architecture trained by the stacked step")
     parser.add_argument("--device", default="auto", help="cpu, cuda or auto")
     parser.add_argument("--series", action="store_true",
                         help="time train_series.py on the whole folder (groups on a GPU) instead of stage by stage")
@@ -238,17 +244,18 @@ def main(argv=None) -> int:
     args, overrides = parser.parse_known_args(argv)
     setup_logging(args.quiet, args.verbose)
     device = pick_device(args.device)
+    arch = architectures.get(args.arch)
     if args.series:
-        series(args.mesh_dir, args.config, args.arch, device, args.out, overrides)
+        series(args.mesh_dir, args.config, arch, device, args.out, overrides)
         return 0
-    cfg = TrainConfig.load(args.config, overrides)
+    cfg = arch.resolve(TrainConfig.load(args.config, overrides), overrides)
     if cfg.threads > 0:
         torch.set_num_threads(cfg.threads)
     peak = matmul_peak(device)
     rows = []
     with tempfile.TemporaryDirectory() as tmp:
         for path in list_meshes(args.mesh_dir):
-            row = train_series.train_mesh(path, Path(tmp), args.arch, cfg, device, None, force=True, quiet=True)
+            row = train_mesh(path, Job(Path(tmp), arch, cfg, device, force=True))
             if row["status"].startswith("failed"):
                 continue
             timings = row["timings"]
@@ -258,7 +265,7 @@ def main(argv=None) -> int:
             timings["eval"] = time.perf_counter() - start
             points = cfg.num_samples * total_epochs(cfg)
             spheres = info["model_args"].get("num_spheres", 0)
-            flops = training_flops_per_point(args.arch, cfg, spheres) * points / timings["train"]
+            flops = training_flops_per_point(arch, cfg, spheres) * points / timings["train"]
             rows.append((path.stem, timings, flops))
             sys.stdout.write(f"{path.stem:12s} " + " ".join(f"{s} {timings.get(s, 0):6.1f}" for s in STAGES)
                              + f"  total {sum(timings.values()):6.1f} s  train {flops / 1e9:5.1f} GFLOP/s\n")
@@ -271,11 +278,11 @@ def main(argv=None) -> int:
     train_flops = statistics.median(f for _, _, f in rows)
     sys.stdout.write(f"training {train_flops / 1e9:.1f} GFLOP/s = {100 * train_flops / peak:.0f}% of the measured "
                      f"float32 matmul peak {peak / 1e9:.1f} GFLOP/s ({device}, {torch.get_num_threads()} threads)\n")
-    speed = step_throughput(args.arch, cfg, device, cfg.num_spheres)
+    speed = step_throughput(arch, cfg, device, cfg.num_spheres)
     sys.stdout.write(f"training step, batch {cfg.batch_size}: {speed['hand'] / 1e3:.0f}k points/s hand-written "
                      f"(training.l1_step) vs {speed['autograd'] / 1e3:.0f}k points/s autograd, "
                      f"x{speed['hand'] / speed['autograd']:.2f}\n")
-    parts = step_breakdown(args.arch, cfg, device, cfg.num_spheres)
+    parts = step_breakdown(arch, cfg, device, cfg.num_spheres)
     sys.stdout.write(f"one step of {cfg.batch_size} points: {1e3 * parts['step']:.2f} ms, of which matmul kernels "
                      f"{1e3 * parts['matmul']:.2f} ms ({100 * parts['matmul'] / parts['step']:.0f}%, running at "
                      f"{parts['matmul_flops'] / 1e9:.1f} GFLOP/s = {100 * parts['matmul_flops'] / peak:.0f}% of peak: "

@@ -44,12 +44,12 @@ import constriction
 import numpy as np
 import torch
 
+from architectures import build_model, get
+from checkpoint import load_checkpoint
 from common import (
     InputError,
     add_logging_flags,
     atomic_write,
-    build_model,
-    load_checkpoint,
     run_main,
     setup_logging,
 )
@@ -137,13 +137,12 @@ def quantize_spheres(spheres: torch.Tensor) -> torch.Tensor:
 
 
 def coded_form(arch: str, model_args: dict, model: torch.nn.Module) -> tuple[torch.nn.Module, dict]:
-    """The model a file stores, computing the same function: a key-sphere model's encoder folded into its
-    first layer (``KeySphereSDF.folded``), the spheres (and latents) sorted by centre. Idempotent. Returns
-    a new ``(model, model_args)``."""
-    if arch == "keysphere":
-        model = model if model.is_folded() else model.folded()
-        model_args = {**model_args, "feature_dim": 4}
-    if arch == "nglod":  # stored as it is: the octree as bits, the corner features and decoders as weights
+    """The model a file stores, computing the same function: the architecture's ``fold`` (a key-sphere
+    model's encoder folded into its first layer, ``KeySphereSDF.folded``), the spheres (and latents) sorted
+    by centre. Idempotent. Returns a new ``(model, model_args)``."""
+    entry = get(arch)
+    model, model_args = entry.fold(model, model_args)
+    if entry.has_octree:  # stored as it is: the octree as bits, the corner features and decoders as weights
         return model, model_args
     state = {k: v.detach().cpu().float().clone() for k, v in model.state_dict().items()}
     if "spheres" in state:
@@ -166,8 +165,14 @@ def sphere_order(spheres: torch.Tensor) -> torch.Tensor:
 def stored_tensors(arch: str, state: dict) -> list[str]:
     """Names of the tensors a file stores as numbers, in order: all but a folded (identity) sphere encoder and
     NGLOD's voxels (stored as an octree, ``nglod.octree_bytes``)."""
-    skip = {"keysphere": ("sphere_encoder.weight", "sphere_encoder.bias"), "nglod": ("voxels",)}.get(arch, ())
-    return [name for name in state if name not in skip]
+    return [name for name in state if name not in get(arch).unstored]
+
+
+def float32_tensors(arch: str, state: dict) -> list[str]:
+    """Names of the tensors a float32 file stores, in order: every one but NGLOD's voxels (an octree of bits);
+    a float32 file keeps the unfolded encoder."""
+    octree = get(arch).has_octree
+    return [name for name in state if not (octree and name == "voxels")]
 
 
 # ----------------------------------------------------------------------------------------------------------
@@ -238,11 +243,11 @@ def encode(model: torch.nn.Module, arch: str, model_args: dict, bits: int, norma
     body = [deflate_header(header)]
     if normalization is not None:
         body.append(struct.pack("<4f", *normalization["center"], normalization["scale"]))
-    if arch == "nglod":
+    if get(arch).has_octree:
         tree = octree_bytes(state["voxels"].long().numpy(), model_args["lods"], model_args["base_res"])
         body.append(struct.pack("<I", len(tree)) + tree)
     if bits == 32:
-        body += [v.numpy().astype("<f4").tobytes() for k, v in state.items() if not (arch == "nglod" and k == "voxels")]
+        body += [state[k].numpy().astype("<f4").tobytes() for k in float32_tensors(arch, state)]
     else:
         side, streams = [], []
         for name in stored_tensors(arch, state):
@@ -343,7 +348,7 @@ def decode_v3(payload: bytes) -> tuple[torch.nn.Module, dict]:
         header["normalization"] = None
     arch, bits = header["arch"], header["bits"]
     model_args = header["model_args"]
-    if arch == "nglod":
+    if get(arch).has_octree:
         (length,) = reader.unpack("<I")
         try:
             voxels = voxels_from_octree(reader.take(length), model_args["lods"], model_args["base_res"])
@@ -353,9 +358,8 @@ def decode_v3(payload: bytes) -> tuple[torch.nn.Module, dict]:
     model = build_model(arch, model_args)
     state = {k: v.float() for k, v in model.state_dict().items()}
     if bits == 32:
-        for k, v in state.items():
-            if arch == "nglod" and k == "voxels":
-                continue
+        for k in float32_tensors(arch, state):
+            v = state[k]
             state[k] = torch.from_numpy(np.frombuffer(reader.take(4 * v.numel()), dtype="<f4").reshape(v.shape).copy())
         model.load_state_dict(state)
         return model, header
@@ -391,10 +395,7 @@ def decode_v3(payload: bytes) -> tuple[torch.nn.Module, dict]:
         else:
             state[name] = torch.from_numpy(values[0].astype(np.float32)).reshape(state[name].shape) * float(extra)
     check_end(decoder)
-    if arch == "keysphere":
-        state["sphere_encoder.weight"], state["sphere_encoder.bias"] = torch.eye(4), torch.zeros(4)
-    if arch == "nglod":
-        state["voxels"] = model.voxels
+    state.update(get(arch).unstored_values(model))
     model.load_state_dict(state)
     return model, header
 

@@ -17,9 +17,7 @@ import torch
 import yaml
 
 PROJECT_ROOT = Path(__file__).resolve().parent
-CHECKPOINT_FORMAT = 1
 MESH_SUFFIXES = (".obj", ".stl", ".ply", ".off", ".glb", ".gltf")
-ARCHS = ("keysphere", "latent", "ni", "nglod")
 
 log = logging.getLogger("keysphere")
 
@@ -77,14 +75,19 @@ def replace_dir(tmp_dir: Path, final_dir: Path) -> None:
 # Training configuration: one dataclass, filled from a YAML file and then from --key=value overrides.
 
 
+DEFAULT_CONFIG = PROJECT_ROOT / "configs" / "default.yaml"
+LIST_KEYS = {"mine_kinds": str, "rd_bits": int}  # list-valued keys and their items' type
+
+
 @dataclass
 class TrainConfig:
+    """Every setting of a training run. The defaults are ``configs/default.yaml``'s values, and that file
+    documents each key once (``tests/test_config.py`` checks both); a config file lists what it changes."""
+
     seed: int = 0
-    # key spheres
     num_spheres: int = 128
     sphere_grid: int = 128
     sphere_min_radius: float = 0.5
-    # networks
     layers: int = 6
     width: int = 32
     feature_dim: int = 29
@@ -96,40 +99,37 @@ class TrainConfig:
     nglod_features: int = 32
     nglod_hidden: int = 128
     nglod_margin: int = 1
-    nglod_lr: float = 1e-2
+    nglod_lr: float = 0.01
     nglod_bits: int = 10
-    # training points
     pool_uniform: int = 1_000_000
     pool_surface: int = 1_000_000
-    surface_noise: float = 0.01
+    surface_noise: float = 0.03
     importance_beta: float = 60.0
     num_samples: int = 500_000
-    uniform_fraction: float = 0.0
+    uniform_fraction: float = 0.05
     train_on_spheres: bool = True
     sheet_shell: float = 0.01
-    mine_fraction: float = 0.0
+    mine_fraction: float = 0.1
     mine_at: float = 0.5
-    mine_rounds: int = 1
-    mine_kinds: str = "sheet"
-    # optimisation
-    epochs: int = 40
+    mine_rounds: int = 2
+    mine_kinds: list = dataclasses.field(default_factory=lambda: ["sheet"])
+    epochs: int = 55
     batch_size: int = 2048
-    lr: float = 5e-3
+    lr: float = 0.02
     scheduler: str = "onecycle"
     plateau_patience: int = 5
     plateau_factor: float = 0.5
     restarts: int = 1
-    restart_epochs: int = 5
+    restart_epochs: int = 3
     threads: int = 0
-    workers: int = 1
+    workers: int = 0
     group: int = 0
-    # export
     mesh_res: int = 128
-    codec_bits: int = 10
-    qat_epochs: int = 0
-    qat_lr: float = 5e-4
+    codec_bits: int = 6
+    qat_epochs: int = 5
+    qat_lr: float = 0.0005
     fit: str = "gptq"
-    rd_bits: str = ""
+    rd_bits: list = dataclasses.field(default_factory=list)
 
     def __post_init__(self):
         if self.sphere_weighting not in ("distance", "inverse"):
@@ -146,8 +146,7 @@ class TrainConfig:
             raise InputError("config values workers, threads and group must be 0 (automatic) or more")
         if not (0 <= self.mine_fraction <= 1 and 0 < self.mine_at < 1 and self.mine_rounds >= 1):
             raise InputError("config values mine_fraction must be in [0, 1], mine_at in (0, 1), mine_rounds >= 1")
-        kinds = [k.strip() for k in self.mine_kinds.split(",") if k.strip()]
-        if not set(kinds) <= {"closed", "leaky", "sheet"}:
+        if not set(self.mine_kinds) <= {"closed", "leaky", "sheet"}:
             raise InputError(f"config value mine_kinds must list closed, leaky or sheet, got {self.mine_kinds!r}")
         if not 0 < self.sheet_shell < 0.5:
             raise InputError(f"config value sheet_shell must be in (0, 0.5), got {self.sheet_shell}")
@@ -160,11 +159,7 @@ class TrainConfig:
     @property
     def extra_bits(self) -> list[int]:
         """The bit depths of ``rd_bits`` other than ``codec_bits``, sorted."""
-        try:
-            depths = {int(b) for b in str(self.rd_bits).split(",") if b.strip()}
-        except ValueError:
-            raise InputError(f"config value rd_bits must list bit depths, e.g. 4,5,8, got {self.rd_bits!r}") from None
-        return sorted(depths - {self.codec_bits})
+        return sorted(set(self.rd_bits) - {self.codec_bits})
 
     @classmethod
     def load(cls, path: str | Path | None, overrides: list[str] = ()) -> "TrainConfig":
@@ -190,16 +185,21 @@ class TrainConfig:
         unknown = sorted(set(values) - set(fields))
         if unknown:
             raise InputError(f"{path or 'overrides'}: unknown config key(s) {', '.join(unknown)}")
-        typed = {}
-        for key, value in values.items():
-            kind = type(getattr(cls(), key))
-            if kind is bool and not isinstance(value, bool):
-                raise InputError(f"config value {key} must be true or false, got {value!r}")
-            try:
-                typed[key] = kind(value)
-            except (TypeError, ValueError):
-                raise InputError(f"config value {key} must be {kind.__name__}, got {value!r}") from None
-        return cls(**typed)
+        return cls(**{key: typed_value(key, value, type(getattr(cls(), key))) for key, value in values.items()})
+
+
+def typed_value(key: str, value, kind: type):
+    """A config value as its key's type; a list key also takes a comma-separated string (``--rd_bits=4,5``)."""
+    if kind is bool and not isinstance(value, bool):
+        raise InputError(f"config value {key} must be true or false, got {value!r}")
+    try:
+        if key in LIST_KEYS:
+            items = value.split(",") if isinstance(value, str) else value if isinstance(value, list) else [value]
+            return [LIST_KEYS[key](v.strip() if isinstance(v, str) else v) for v in items
+                    if not (isinstance(v, str) and not v.strip())]
+        return kind(value)
+    except (TypeError, ValueError):
+        raise InputError(f"config value {key} must be {kind.__name__}, got {value!r}") from None
 
 
 # ----------------------------------------------------------------------------------------------------------
@@ -257,101 +257,6 @@ def list_meshes(mesh_dir: str | Path) -> list[Path]:
     if not meshes:
         raise InputError(f"{mesh_dir}: no mesh files ({', '.join(MESH_SUFFIXES)})")
     return meshes
-
-
-# ----------------------------------------------------------------------------------------------------------
-# Checkpoints: self-describing, loadable with weights_only=True (no code runs on load).
-
-
-def build_model(arch: str, model_args: dict) -> torch.nn.Module:
-    """Rebuild a network from the ``model_args`` stored in a checkpoint."""
-    from NeuralImplicit import NISDF, KeySphereSDF
-    from NeuralImplicit_1 import LatentSphereSDF
-    from nglod import NGLODSDF
-
-    classes = {"keysphere": KeySphereSDF, "latent": LatentSphereSDF, "ni": NISDF, "nglod": NGLODSDF}
-    if arch not in classes:
-        raise InputError(f"unknown architecture {arch!r} (expected one of {', '.join(ARCHS)})")
-    return classes[arch](**model_args)
-
-
-def count_numbers(model: torch.nn.Module) -> int:
-    """Stored numbers of a model: its parameters and buffers (the spheres are a buffer)."""
-    return sum(t.numel() for t in model.parameters()) + sum(t.numel() for t in model.buffers())
-
-
-def save_checkpoint(path: Path, model: torch.nn.Module, arch: str, model_args: dict, extra: dict) -> None:
-    state = {
-        "format": CHECKPOINT_FORMAT,
-        "arch": arch,
-        "model_args": model_args,
-        "state_dict": {k: v.detach().cpu() for k, v in model.state_dict().items()},
-        **extra,
-    }
-    atomic_write(path, lambda tmp: torch.save(state, tmp))
-
-
-def _load_torch_file(path: Path) -> dict:
-    if not path.is_file():
-        raise InputError(f"{path}: file not found")
-    try:
-        data = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception:  # torch raises many types, with pages of advice, for truncated or foreign files
-        raise InputError(f"{path}: not a readable checkpoint (truncated, corrupt, or not a checkpoint file)") from None
-    if not isinstance(data, dict):
-        raise InputError(f"{path}: not a checkpoint (expected a dict)")
-    return data
-
-
-def load_checkpoint(path: str | Path) -> tuple[torch.nn.Module, dict]:
-    """Load our checkpoint or the authors' released ``.pth``; return ``(model, info)`` (``codec.load_model``
-    also reads ``.ksdf`` files).
-
-    ``info`` holds ``arch``, ``model_args`` and, for our checkpoints, ``normalization`` and the rest of what
-    training stored. The authors' file has no normalization: its frame is the normalized frame.
-    """
-    path = Path(path)
-    data = _load_torch_file(path)
-    if {"net", "sphereNet", "sphere32"} <= set(data):
-        return _load_authors_model(path, data)
-    if "format" not in data or "state_dict" not in data:
-        raise InputError(f"{path}: not a key-sphere checkpoint (no 'format'/'state_dict' keys)")
-    if data["format"] != CHECKPOINT_FORMAT:
-        raise InputError(f"{path}: checkpoint format {data['format']} is not supported (expected {CHECKPOINT_FORMAT})")
-    model = build_model(data["arch"], data["model_args"])
-    try:
-        model.load_state_dict(data["state_dict"])
-    except RuntimeError as exc:
-        raise InputError(f"{path}: weights do not match the stored sizes ({str(exc).splitlines()[0]})") from None
-    model.eval()
-    return model, data
-
-
-def _load_authors_model(path: Path, data: dict) -> tuple[torch.nn.Module, dict]:
-    """The authors' file: ``net`` (model.0 ... model.2L Linear layers), ``sphereNet``, ``sphere32`` (M x 4)."""
-    from NeuralImplicit import KeySphereSDF
-
-    net, spheres = data["net"], data["sphere32"]
-    linear_ids = sorted(int(k.split(".")[1]) for k in net if k.endswith(".weight"))
-    width = net[f"model.{linear_ids[0]}.weight"].shape[0]
-    feature_dim = data["sphereNet"]["model.0.weight"].shape[0]
-    model_args = {
-        "num_spheres": int(spheres.shape[0]),
-        "layers": len(linear_ids) - 1,
-        "width": width,
-        "feature_dim": feature_dim,
-    }
-    model = KeySphereSDF(**model_args)
-    state = {"spheres": spheres.float()}
-    state.update({f"mlp.{k}": v for k, v in net.items()})
-    state.update({f"sphere_encoder.{k.rsplit('.', 1)[1]}": v for k, v in data["sphereNet"].items()})
-    try:
-        model.load_state_dict(state)
-    except RuntimeError as exc:
-        raise InputError(f"{path}: unexpected layout of the authors' model ({str(exc).splitlines()[0]})") from None
-    model.eval()
-    info = {"arch": "keysphere", "model_args": model_args, "normalization": None, "source": "authors"}
-    return model, info
 
 
 # ----------------------------------------------------------------------------------------------------------

@@ -13,16 +13,17 @@ from __future__ import annotations
 
 import argparse
 
+import architectures
 import eval as evaluate
 import train_series
-from common import ARCHS, PROJECT_ROOT, add_logging_flags, run_main
+from common import PROJECT_ROOT, add_logging_flags, run_main
 
 
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--mesh-dir", required=True, help="folder of meshes")
     parser.add_argument("--config", default=str(PROJECT_ROOT / "configs" / "default.yaml"), help="YAML config")
-    parser.add_argument("--archs", nargs="+", choices=ARCHS, default=["keysphere", "latent", "ni"],
+    parser.add_argument("--archs", nargs="+", choices=architectures.NAMES, default=["keysphere", "latent", "ni"],
                         help="architectures to compare (default: the paper's three; add nglod for NGLOD, ~10x slower)")
     parser.add_argument("--out", required=True, help="output folder: <out>/<arch>/..., <out>/compare.csv and .md")
     parser.add_argument("--force", action="store_true", help="retrain meshes that are already done")
@@ -36,7 +37,7 @@ def main(argv=None) -> int:
     for arch in args.archs:
         train_series.main(["--mesh-dir", args.mesh_dir, "--config", args.config, "--arch", arch,
                            "--out", f"{args.out}/{arch}", *(["--force"] if args.force else []), *common_flags,
-                           *overrides])
+                           *architectures.get(arch).overrides_for(overrides)])
     ratio = ["--ratio", "keysphere", "ni"] if {"keysphere", "ni"} <= set(args.archs) else []
     return evaluate.main(["--mesh-dir", args.mesh_dir, "--results", *[f"{args.out}/{a}" for a in args.archs],
                           "--csv", f"{args.out}/compare.csv", *ratio, *(["--rd"] if args.rd else []),

@@ -27,14 +27,15 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
+import architectures
 import rate_distortion as rd
+from checkpoint import count_numbers
 from codec import load_model
 from common import (
     InputError,
     RunPaths,
     add_logging_flags,
     atomic_write_text,
-    count_numbers,
     list_meshes,
     mesh_name,
     pick_device,
@@ -136,7 +137,7 @@ def evaluate_run(gt: GroundTruth, run_dir: Path, name: str, device,
     compressed = RunPaths(run_dir / name).compressed
     if lod is not None and model_path is not None and model_path.suffix == ".pt":
         float_model, info = load_model(model_path)
-        if info.get("arch") == "nglod":
+        if architectures.get(info["arch"]).has_lods:
             if not 1 <= lod <= float_model.lods:
                 raise InputError(f"LOD {lod} not trained (LODs 1..{float_model.lods})")
             compressed = RunPaths(run_dir / name).compressed_at_lod(lod)

@@ -19,6 +19,7 @@ import torch
 import trimesh
 from skimage.measure import marching_cubes
 
+import architectures
 from codec import load_model
 from common import InputError, add_logging_flags, atomic_write, pick_device, run_main, setup_logging
 from field import evaluate_grid
@@ -141,7 +142,7 @@ def main(argv=None) -> int:
     device = pick_device(args.device)
     model, info = load_model(args.model)
     if args.lod is not None:
-        if info.get("arch") != "nglod":
+        if not architectures.get(info["arch"]).has_lods:
             raise InputError(f"{args.model}: --lod is for NGLOD models, this is {info.get('arch')}")
         try:
             model = model.truncated(args.lod - 1)

@@ -26,6 +26,7 @@ import torch.nn.functional as F
 from tqdm import tqdm
 
 import codec
+from architectures import Architecture
 from common import TrainConfig
 from training import Member, NetworkStack, Trained, affine_stacked, run_epochs, training_set
 
@@ -34,22 +35,21 @@ DAMPING = 0.01              # GPTQ's damping: this share of the mean diagonal ad
 FINAL_EPOCHS = 1            # straight-through epochs of all layers at the end (at qat_lr / 4)
 
 
-def fit_epochs(arch: str, cfg: TrainConfig) -> int:
+def fit_epochs(arch: Architecture, cfg: TrainConfig) -> int:
     """Epochs over the training points that fitting one network to one bit depth takes: ``qat_epochs`` after
     every stage but the last, plus ``FINAL_EPOCHS`` (0 when ``qat_epochs`` is 0 or the depth is float32)."""
-    if cfg.qat_epochs == 0 or cfg.codec_bits == 32:
+    if cfg.qat_epochs == 0 or cfg.codec_bits == 32 or not arch.layerwise_fit:
         return 0
     if cfg.fit == "straight_through":
         return cfg.qat_epochs
-    count = (cfg.ni_layers if arch == "ni" else cfg.layers) + 1 + (arch == "latent")  # linear layers (+ latents)
-    return cfg.qat_epochs * (count - 1) + FINAL_EPOCHS
+    return cfg.qat_epochs * (arch.fit_stages(cfg) - 1) + FINAL_EPOCHS
 
 
-def stages(arch: str, stack: NetworkStack) -> list[list[str]]:
+def stages(arch: Architecture, stack: NetworkStack) -> list[list[str]]:
     """The stored parameters grouped by module (a layer's weight and bias), in the order they are quantized:
     the order of the network, inputs first. Parameters the file does not store (a folded sphere encoder,
     fixed at the identity) are in no stage and never train."""
-    stored = set(codec.stored_tensors(arch, stack.params))
+    stored = set(codec.stored_tensors(arch.name, stack.params))
     groups: dict[str, list[str]] = {}
     for name in stack.params:
         if name in stored:
@@ -114,7 +114,7 @@ def layer_inputs(stack: NetworkStack, inputs: torch.Tensor, index: int) -> torch
     return h
 
 
-def quantization_aware_finetune(trained: list[Trained], members: list[Member], arch: str, model_args: dict,
+def quantization_aware_finetune(trained: list[Trained], members: list[Member], arch: Architecture, model_args: dict,
                                 cfg: TrainConfig, device: torch.device, quiet: bool = True
                                 ) -> list[tuple[torch.nn.Module, dict, list]]:
     """The trained networks (a group) brought onto the codec's integers at ``cfg.codec_bits`` (module
@@ -128,7 +128,7 @@ def quantization_aware_finetune(trained: list[Trained], members: list[Member], a
     """
     models = []
     for t in trained:
-        model, _ = codec.coded_form(arch, model_args, t.model)
+        model, _ = codec.coded_form(arch.name, model_args, t.model)
         if hasattr(model, "spheres"):
             model.spheres.copy_(codec.quantize_spheres(model.spheres))
         models.append(model)
@@ -143,7 +143,7 @@ def quantization_aware_finetune(trained: list[Trained], members: list[Member], a
         calibration = torch.cat([calibration, data.anchors], 1)
     groups = stages(arch, stack)
     hidden = {w: i for i, (w, _) in enumerate([("mlp.model.0.weight", None)] + stack.hidden_names)}
-    first_is_layer = arch != "latent"  # a latent model's first layer sees its latents, not precompute's inputs
+    first_is_layer = arch.first_layer_sees_inputs
     steps, losses = {}, [[] for _ in models]
     generators = [torch.Generator(device=device).manual_seed(cfg.seed + 1000) for _ in models]
     every = [name for g in groups for name in g]

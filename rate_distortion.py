@@ -12,6 +12,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+import architectures
 import codec
 from common import InputError, atomic_write
 from metrics import chamfer
@@ -45,7 +46,7 @@ def file_points(mesh_dir: Path, gt_points: np.ndarray, samples: int, device) -> 
     for path in sorted(Path(mesh_dir).glob("model*.ksdf")):
         model, info = codec.read(path)
         mesh = model_mesh(model, device, info["shell"])
-        lod = f"LOD {info['model_args']['lods']}, " if info["arch"] == "nglod" else ""
+        lod = f"LOD {info['model_args']['lods']}, " if architectures.get(info["arch"]).has_lods else ""
         points.append({"setting": lod + f"{info['bits']}-bit" + (" (shipped)" if path.name == "model.ksdf" else ""),
                        "bytes": path.stat().st_size,
                        "cd2": surface_cd2(mesh, gt_points, samples) if mesh is not None else math.inf})

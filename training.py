@@ -26,7 +26,8 @@ import torch.nn.functional as F
 from tqdm import tqdm
 
 import codec
-from common import InputError, TrainConfig, build_model
+from architectures import Architecture
+from common import InputError, TrainConfig
 from field import evaluate_points
 from mesh_kind import TargetField
 from sphere_sampler import sample_hard_points
@@ -36,25 +37,6 @@ MINE_BAND = 0.05        # hard examples: where the predicted or true field is wi
 MINE_MIN_ERROR = 0.02   # and the error exceeds this (smaller ones are the rounding of the surface, not a wrong one)
 PROBE_POINTS = 4096     # training points per network on which the collapse guard looks at the field
 MAX_ATTEMPTS = 3        # a collapsed network is trained at most this often, halving the rate each time
-
-
-def model_args_for(arch: str, cfg: TrainConfig, num_spheres: int) -> dict:
-    """Constructor arguments (without the spheres or voxels) of an ``arch`` network for ``cfg``."""
-    if arch == "ni":
-        return {"layers": cfg.ni_layers, "width": cfg.ni_width}
-    if arch == "nglod":
-        return {"lods": cfg.nglod_lods, "base_res": cfg.nglod_base_res, "feature_dim": cfg.nglod_features,
-                "hidden": cfg.nglod_hidden}
-    return {"num_spheres": num_spheres, "layers": cfg.layers, "width": cfg.width, "feature_dim": cfg.feature_dim,
-            "weighting": cfg.sphere_weighting}
-
-
-def network_args(arch: str, model_args: dict, structure) -> dict:
-    """``model_args`` of one network with what it was built on: its key spheres, or NGLOD's occupied voxels
-    (``structure``; None: NI)."""
-    if structure is None:
-        return model_args
-    return {**model_args, ("voxels" if arch == "nglod" else "spheres"): structure}
 
 
 def total_epochs(cfg: TrainConfig) -> int:
@@ -151,13 +133,14 @@ class NetworkStack:
         self.slope = self.models[0].mlp.model[1].negative_slope
 
     @classmethod
-    def new(cls, arch: str, model_args: dict, structures: list, seed: int, device: torch.device):
-        """K fresh networks, one per entry of ``structures`` (see ``network_args``), each initialised from
-        ``torch.manual_seed(seed)`` as a network trained alone is; ``model_args`` without the structures."""
+    def new(cls, arch: Architecture, model_args: dict, structures: list, seed: int, device: torch.device):
+        """K fresh networks, one per entry of ``structures`` (see ``Architecture.network_args``), each
+        initialised from ``torch.manual_seed(seed)`` as a network trained alone is; ``model_args`` without the
+        structures."""
         models = []
         for s in structures:
             torch.manual_seed(seed)
-            models.append(build_model(arch, network_args(arch, model_args, s)))
+            models.append(arch.build(arch.network_args(model_args, s)))
         return cls(models, device)
 
     def layers(self) -> list[tuple[torch.Tensor, torch.Tensor]]:
@@ -237,9 +220,9 @@ class ModuleStack(NetworkStack):
         return self._call(x[0])[None]
 
 
-def stack_for(arch: str):
+def stack_for(arch: Architecture):
     """The stack class that trains ``arch``: NetworkStack (stacked MLPs, hand-written step) or ModuleStack."""
-    return ModuleStack if arch == "nglod" else NetworkStack
+    return NetworkStack if arch.stacks else ModuleStack
 
 
 def select(stacks: list[NetworkStack], optimizers: list[torch.optim.Optimizer], choice: list[int],
@@ -425,13 +408,13 @@ class Trained:
     sdf: torch.Tensor
 
 
-def train_once(arch: str, model_args: dict, cfg: TrainConfig, members: list[Member], device: torch.device,
+def train_once(arch: Architecture, model_args: dict, cfg: TrainConfig, members: list[Member], device: torch.device,
                quiet: bool, guard: bool) -> tuple[list[Trained], list[bool]]:
     """One training of a group: restarts (best final loss wins, per network), then the schedule for the rest
     of ``epochs``, with hard examples after ``mine_at`` of it. Returns the trained networks and whether each
     collapsed (checked after every epoch when ``guard``, and at the end)."""
     spheres = [m.spheres for m in members]
-    structures = [m.voxels if arch == "nglod" else m.spheres for m in members]
+    structures = [m.voxels if arch.has_octree else m.spheres for m in members]
     stack_class = stack_for(arch)
     points = torch.stack([m.points for m in members])
     sdf = torch.stack([m.sdf for m in members])
@@ -493,7 +476,7 @@ def train_once(arch: str, model_args: dict, cfg: TrainConfig, members: list[Memb
     return trained, dead.tolist()
 
 
-def train_group(arch: str, model_args: dict, cfg: TrainConfig, members: list[Member], device: torch.device,
+def train_group(arch: Architecture, model_args: dict, cfg: TrainConfig, members: list[Member], device: torch.device,
                 quiet: bool = True) -> list[Trained]:
     """Train one network per member (all of one ``arch`` and ``model_args``; points of equal count).
 

@@ -39,7 +39,7 @@ def tiny_series(tmp_path) -> Path:
 # the early plateau, field about 0 near the surface, for the first 6 epochs; small batches leave it soonest)
 TINY = ["--num_samples=4000", "--pool_uniform=8000", "--pool_surface=8000", "--uniform_fraction=0.1",
         "--epochs=8", "--batch_size=64", "--lr=0.005", "--num_spheres=8", "--sphere_grid=32", "--mesh_res=32",
-        "--workers=1", "--qat_epochs=1"]
+        "--workers=1", "--qat_epochs=1", "--threads=1"]
 
 
 def make_tiny_series(folder: Path) -> Path:
@@ -50,11 +50,14 @@ def make_tiny_series(folder: Path) -> Path:
 
 
 def train(mesh_dir: Path, out: Path, *extra: str, arch: str = "keysphere") -> int:
-    """train_series.main on ``mesh_dir`` with the TINY budget (later flags win)."""
+    """train_series.main on ``mesh_dir`` with the TINY budget, the keys of it that apply to ``arch`` (later flags
+    win)."""
+    import architectures
     import train_series
 
     return train_series.main(["--mesh-dir", str(mesh_dir), "--out", str(out), "--arch", arch, "--quiet",
-                              "--cache-dir", str(out.parent / "cache"), *TINY, *extra])
+                              "--cache-dir", str(out.parent / "cache"),
+                              *architectures.get(arch).overrides_for(TINY), *extra])
 
 
 @pytest.fixture(scope="session")

@@ -6,6 +6,7 @@ import sys
 import pytest
 from conftest import ROOT
 
+import checkpoint
 import common
 from NeuralImplicit import NISDF
 
@@ -52,7 +53,7 @@ def test_bad_meshes_through_the_cli(tmp_path):
 
 
 def test_truncated_and_missing_checkpoints_through_modelmesher(tmp_path):
-    common.save_checkpoint(tmp_path / "m.pt", NISDF(2, 8), "ni", {"layers": 2, "width": 8}, {})
+    checkpoint.save_checkpoint(tmp_path / "m.pt", NISDF(2, 8), "ni", {"layers": 2, "width": 8}, {})
     data = (tmp_path / "m.pt").read_bytes()
     (tmp_path / "cut.pt").write_bytes(data[:100])
     out = tmp_path / "out.ply"
@@ -69,7 +70,7 @@ def test_network_without_surface_is_one_line(tmp_path):
     for p in model.parameters():
         p.data.zero_()
     model.mlp.model[2].bias.data.fill_(0.3)  # constant positive field
-    common.save_checkpoint(tmp_path / "flat.pt", model, "ni", {"layers": 1, "width": 4}, {})
+    checkpoint.save_checkpoint(tmp_path / "flat.pt", model, "ni", {"layers": 1, "width": 4}, {})
     code, err = cli("modelmesher.py", "--model", str(tmp_path / "flat.pt"), "--out", str(tmp_path / "x.obj"),
                     "--res", "16")
     assert code == 2 and len(err.splitlines()) == 1 and "never crosses 0" in err and "flat.pt" in err

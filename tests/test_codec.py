@@ -6,6 +6,7 @@ import numpy as np
 import pytest
 import torch
 
+import checkpoint
 import codec
 import common
 from NeuralImplicit import NISDF, KeySphereSDF
@@ -45,7 +46,7 @@ def test_folding_the_sphere_encoder_keeps_the_function():
     x = torch.rand(500, 3) * 2 - 1
     assert folded_args["feature_dim"] == 4 and folded.is_folded() and not model.is_folded()
     assert torch.allclose(folded(x), model(x), atol=1e-6)
-    assert common.count_numbers(folded) < common.count_numbers(model)
+    assert checkpoint.count_numbers(folded) < checkpoint.count_numbers(model)
     again, _ = codec.coded_form("keysphere", folded_args, folded)  # idempotent
     assert all(torch.equal(a, b) for a, b in zip(again.state_dict().values(), folded.state_dict().values()))
 

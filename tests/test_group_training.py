@@ -6,8 +6,11 @@ import pytest
 import torch
 import trimesh
 
+import architectures
 import common
 import training
+
+KEYSPHERE = architectures.get("keysphere")
 
 CFG = common.TrainConfig(epochs=4, batch_size=128, lr=0.01, num_spheres=8, layers=3, width=16, feature_dim=5,
                          ni_layers=3, ni_width=16, qat_epochs=1, codec_bits=8)
@@ -28,10 +31,10 @@ def member(name: str, seed: int, radius: float, count: int = 2048, spheres: bool
 def test_a_group_trains_the_same_networks_as_separate_trainings(arch):
     members = [member(name, seed, radius, spheres=arch != "ni")
                for name, seed, radius in (("a", 1, 0.5), ("b", 2, 0.3), ("c", 3, 0.7))]
-    args = training.model_args_for(arch, CFG, 8)
-    together = training.train_group(arch, args, CFG, members, torch.device("cpu"))
+    args = architectures.get(arch).model_args(CFG, 8)
+    together = training.train_group(architectures.get(arch), args, CFG, members, torch.device("cpu"))
     for m, t in zip(members, together):
-        [alone] = training.train_group(arch, args, CFG, [m], torch.device("cpu"))
+        [alone] = training.train_group(architectures.get(arch), args, CFG, [m], torch.device("cpu"))
         assert t.history["lr"] == alone.history["lr"] == CFG.lr
         assert t.history["main"] == pytest.approx(alone.history["main"], rel=1e-4)
         for (name, p), q in zip(t.model.named_parameters(), alone.model.parameters()):
@@ -55,13 +58,13 @@ def test_a_collapsed_network_is_retried_alone_at_half_the_rate(monkeypatch):
     monkeypatch.setattr(training, "train_once", spy)
     monkeypatch.setattr(training, "collapsed", lambda s, probe, target, final: guard(s, probe, target, final)
                         | (target[:, 0] > 10))
-    args = training.model_args_for("keysphere", CFG, 8)
-    result = training.train_group("keysphere", args, CFG, [sane, doomed], torch.device("cpu"))
+    args = KEYSPHERE.model_args(CFG, 8)
+    result = training.train_group(KEYSPHERE, args, CFG, [sane, doomed], torch.device("cpu"))
     assert groups == [(["sane", "doomed"], 0.01), (["doomed"], 0.005), (["doomed"], 0.0025)]
     assert result[0].history["lr"] == 0.01 and result[1].history["lr"] == 0.0025
     monkeypatch.setattr(training, "train_once", original)
     monkeypatch.setattr(training, "collapsed", guard)
-    [alone] = training.train_group("keysphere", args, CFG, [sane], torch.device("cpu"))
+    [alone] = training.train_group(KEYSPHERE, args, CFG, [sane], torch.device("cpu"))
     for p, q in zip(result[0].model.parameters(), alone.model.parameters()):
         assert torch.allclose(p, q, atol=1e-4)
 
@@ -69,10 +72,10 @@ def test_a_collapsed_network_is_retried_alone_at_half_the_rate(monkeypatch):
 def test_restarts_keep_each_networks_best_and_its_optimizer_state():
     cfg = dataclasses.replace(CFG, restarts=2, restart_epochs=1, epochs=3)
     members = [member("a", 1, 0.5), member("b", 2, 0.3)]
-    args = training.model_args_for("keysphere", cfg, 8)
-    together = training.train_group("keysphere", args, cfg, members, torch.device("cpu"))
+    args = KEYSPHERE.model_args(cfg, 8)
+    together = training.train_group(KEYSPHERE, args, cfg, members, torch.device("cpu"))
     for m, t in zip(members, together):
-        [alone] = training.train_group("keysphere", args, cfg, [m], torch.device("cpu"))
+        [alone] = training.train_group(KEYSPHERE, args, cfg, [m], torch.device("cpu"))
         assert len(t.history["restarts"]) == 2 and len(t.history["main"]) == 2
         assert t.history["main"] == pytest.approx(alone.history["main"], rel=1e-4)
 
@@ -91,13 +94,13 @@ def test_hard_examples_change_only_their_networks_points_and_none_found_is_fine(
     cfg = dataclasses.replace(CFG, mine_fraction=0.2, mine_at=0.5, mine_rounds=1, mesh_res=32)
     mined, plain = member("mined", 1, 0.5), member("plain", 2, 0.3)
     mined.field = field
-    args = training.model_args_for("keysphere", cfg, 8)
-    result = training.train_group("keysphere", args, cfg, [mined, plain], torch.device("cpu"))
+    args = KEYSPHERE.model_args(cfg, 8)
+    result = training.train_group(KEYSPHERE, args, cfg, [mined, plain], torch.device("cpu"))
     changed = (result[0].points != mined.points).any(1)
     assert 0 < changed.sum() <= 0.2 * len(mined.points)
     truth = torch.as_tensor(field.sdf(result[0].points[changed].numpy()))
     assert torch.allclose(result[0].sdf[changed].double(), truth)
     assert torch.equal(result[1].points, plain.points)  # a network without a field keeps its points
     monkeypatch.setattr(training, "sample_hard_points", lambda *a, **k: (torch.zeros(0, 3), torch.zeros(0)))
-    [nothing] = training.train_group("keysphere", args, cfg, [mined], torch.device("cpu"))
+    [nothing] = training.train_group(KEYSPHERE, args, cfg, [mined], torch.device("cpu"))
     assert torch.equal(nothing.points, mined.points)

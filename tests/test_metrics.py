@@ -55,13 +55,14 @@ def test_markdown_table_has_mean_median_and_ratio():
 
 
 def test_training_flops_count_of_the_ni_baseline():
+    import architectures
     import bench
     import common
 
     cfg = common.TrainConfig()
     # forward and weight gradient of all layers, input gradient of all but the first, 2 FLOPs per MAC
     first, rest = 3 * 32, 7 * 32 * 32 + 32
-    assert bench.training_flops_per_point("ni", cfg, 0) == 2 * (2 * (first + rest) + rest)
+    assert bench.training_flops_per_point(architectures.get("ni"), cfg, 0) == 2 * (2 * (first + rest) + rest)
     # keysphere: the first layer sees the 7 precomputed inputs (xyz, sphere average)
     first, rest = 7 * 32, 5 * 32 * 32 + 32
-    assert bench.training_flops_per_point("keysphere", cfg, 128) == 2 * (2 * (first + rest) + rest)
+    assert bench.training_flops_per_point(architectures.get("keysphere"), cfg, 128) == 2 * (2 * (first + rest) + rest)

@@ -3,6 +3,7 @@ import pytest
 import torch
 import trimesh
 
+import checkpoint
 import common
 import field
 import modelmesher
@@ -50,7 +51,7 @@ def octahedron_network() -> NISDF:
 
 @pytest.mark.parametrize("suffix", [".obj", ".ply", ".stl"])
 def test_cli_writes_each_format_and_the_original_frame(tmp_path, suffix):
-    common.save_checkpoint(tmp_path / "m.pt", octahedron_network(), "ni", {"layers": 1, "width": 6},
+    checkpoint.save_checkpoint(tmp_path / "m.pt", octahedron_network(), "ni", {"layers": 1, "width": 6},
                            {"normalization": {"center": [10.0, 0.0, 0.0], "scale": 2.0}})
     out, orig = tmp_path / f"out{suffix}", tmp_path / f"orig{suffix}"
     modelmesher.main(["--model", str(tmp_path / "m.pt"), "--res", "65", "--out", str(out), "--quiet"])
@@ -65,7 +66,7 @@ def test_cli_writes_each_format_and_the_original_frame(tmp_path, suffix):
 def test_cli_renders_a_picture_without_a_mesh(tmp_path):
     import matplotlib.image
 
-    common.save_checkpoint(tmp_path / "m.pt", octahedron_network(), "ni", {"layers": 1, "width": 6}, {})
+    checkpoint.save_checkpoint(tmp_path / "m.pt", octahedron_network(), "ni", {"layers": 1, "width": 6}, {})
     assert modelmesher.main(["--model", str(tmp_path / "m.pt"), "--png", str(tmp_path / "m.png"), "--size", "40",
                              "--quiet"]) == 0
     image = matplotlib.image.imread(tmp_path / "m.png")

@@ -3,15 +3,16 @@ import pytest
 import torch
 from conftest import shared_file
 
+import checkpoint
 import common
 from NeuralImplicit import NISDF, KeySphereSDF, sphere_weights
 from NeuralImplicit_1 import LatentSphereSDF
 
 
 def test_stored_numbers_match_the_paper():
-    assert common.count_numbers(KeySphereSDF(128, layers=6, width=32)) == 7026
-    assert common.count_numbers(NISDF(layers=8, width=32)) == 7553
-    assert common.count_numbers(LatentSphereSDF(128)) == 128 * 4 + 128 * 29 + 6369
+    assert checkpoint.count_numbers(KeySphereSDF(128, layers=6, width=32)) == 7026
+    assert checkpoint.count_numbers(NISDF(layers=8, width=32)) == 7553
+    assert checkpoint.count_numbers(LatentSphereSDF(128)) == 128 * 4 + 128 * 29 + 6369
 
 
 def test_sphere_weights_are_proportional_to_distance():
@@ -47,10 +48,10 @@ def test_checkpoint_round_trip(tmp_path, arch):
     args = {"layers": 3, "width": 16} if arch == "ni" else {"num_spheres": 5, "layers": 2, "width": 16,
                                                              "feature_dim": 7}
     kwargs = args if arch == "ni" else {**args, "spheres": torch.rand(5, 4)}
-    model = common.build_model(arch, kwargs)
-    common.save_checkpoint(tmp_path / "m.pt", model, arch, args, {"normalization": {"center": [0, 0, 0],
+    model = checkpoint.build_model(arch, kwargs)
+    checkpoint.save_checkpoint(tmp_path / "m.pt", model, arch, args, {"normalization": {"center": [0, 0, 0],
                                                                                     "scale": 1.0}})
-    loaded, info = common.load_checkpoint(tmp_path / "m.pt")
+    loaded, info = checkpoint.load_checkpoint(tmp_path / "m.pt")
     x = torch.rand(50, 3)
     assert torch.equal(model(x), loaded(x))
     assert info["arch"] == arch and info["model_args"] == args
@@ -58,20 +59,20 @@ def test_checkpoint_round_trip(tmp_path, arch):
 
 def test_truncated_checkpoint_is_an_input_error(tmp_path):
     model = NISDF(2, 8)
-    common.save_checkpoint(tmp_path / "m.pt", model, "ni", {"layers": 2, "width": 8}, {})
+    checkpoint.save_checkpoint(tmp_path / "m.pt", model, "ni", {"layers": 2, "width": 8}, {})
     data = (tmp_path / "m.pt").read_bytes()
     (tmp_path / "cut.pt").write_bytes(data[: len(data) // 2])
     with pytest.raises(common.InputError, match="cut.pt"):
-        common.load_checkpoint(tmp_path / "cut.pt")
+        checkpoint.load_checkpoint(tmp_path / "cut.pt")
 
 
 def test_authors_model_reloads_and_scores_like_the_paper(tmp_path):
     import eval as ev
 
     pth = shared_file("reference", "128_6_32_252119.pth")
-    model, info = common.load_checkpoint(pth)
+    model, info = checkpoint.load_checkpoint(pth)
     assert info["model_args"] == {"num_spheres": 128, "layers": 6, "width": 32, "feature_dim": 29}
-    assert common.count_numbers(model) == 7026
+    assert checkpoint.count_numbers(model) == 7026
     gt = ev.GroundTruth(shared_file("reference", "252119.obj"))
     from modelmesher import mesh_model
 

@@ -4,8 +4,9 @@ import dataclasses
 
 import pytest
 import torch
-from test_group_training import CFG, member
+from test_group_training import CFG, KEYSPHERE, member
 
+import architectures
 import codec
 import quantization
 import training
@@ -29,11 +30,11 @@ def test_gptq_rounds_onto_the_grid_and_changes_the_output_less_than_nearest_roun
 
 
 def test_stages_follow_the_network_and_skip_what_the_file_does_not_store():
-    model, _ = codec.coded_form("keysphere", training.model_args_for("keysphere", CFG, 8),
-                                training.NetworkStack.new("keysphere", training.model_args_for("keysphere", CFG, 8),
+    model, _ = codec.coded_form("keysphere", KEYSPHERE.model_args(CFG, 8),
+                                training.NetworkStack.new(KEYSPHERE, KEYSPHERE.model_args(CFG, 8),
                                                           [member("a", 1, 0.5).spheres], 0, "cpu").export(0))
     stack = training.NetworkStack([model], torch.device("cpu"))
-    assert quantization.stages("keysphere", stack) == [[f"mlp.model.{i}.weight", f"mlp.model.{i}.bias"]
+    assert quantization.stages(KEYSPHERE, stack) == [[f"mlp.model.{i}.weight", f"mlp.model.{i}.bias"]
                                                        for i in (0, 2, 4, 6)]
 
 
@@ -42,11 +43,12 @@ def test_stages_follow_the_network_and_skip_what_the_file_does_not_store():
 def test_the_fitted_network_is_exactly_what_its_file_decodes_to(arch, fit):
     cfg = dataclasses.replace(CFG, fit=fit)
     m = member("a", 1, 0.5, spheres=arch != "ni")
-    args = training.model_args_for(arch, cfg, 8)
-    [trained] = training.train_group(arch, args, cfg, [m], torch.device("cpu"))
-    [(model, steps, losses)] = quantization.quantization_aware_finetune([trained], [m], arch, args, cfg, "cpu")
-    stages = len(quantization.stages(arch, training.NetworkStack([model], "cpu")))
-    assert len(losses) == quantization.fit_epochs(arch, cfg) == \
+    entry = architectures.get(arch)
+    args = entry.model_args(cfg, 8)
+    [trained] = training.train_group(entry, args, cfg, [m], torch.device("cpu"))
+    [(model, steps, losses)] = quantization.quantization_aware_finetune([trained], [m], entry, args, cfg, "cpu")
+    stages = len(quantization.stages(entry, training.NetworkStack([model], "cpu")))
+    assert len(losses) == quantization.fit_epochs(entry, cfg) == \
         (cfg.qat_epochs if fit == "straight_through" else cfg.qat_epochs * (stages - 1) + 1)
     back, _ = codec.decode(codec.encode(model, arch, args, cfg.codec_bits, None, steps=steps))
     for name, value in model.state_dict().items():
@@ -58,11 +60,11 @@ def test_the_fitted_network_is_exactly_what_its_file_decodes_to(arch, fit):
 
 def test_a_group_is_fitted_as_its_networks_would_be_one_by_one():
     members = [member("a", 1, 0.5), member("b", 2, 0.3)]
-    args = training.model_args_for("keysphere", CFG, 8)
-    trained = training.train_group("keysphere", args, CFG, members, torch.device("cpu"))
-    together = quantization.quantization_aware_finetune(trained, members, "keysphere", args, CFG, "cpu")
+    args = KEYSPHERE.model_args(CFG, 8)
+    trained = training.train_group(KEYSPHERE, args, CFG, members, torch.device("cpu"))
+    together = quantization.quantization_aware_finetune(trained, members, KEYSPHERE, args, CFG, "cpu")
     for k in range(2):
-        [(alone, steps, losses)] = quantization.quantization_aware_finetune([trained[k]], [members[k]], "keysphere",
+        [(alone, steps, losses)] = quantization.quantization_aware_finetune([trained[k]], [members[k]], KEYSPHERE,
                                                                             args, CFG, "cpu")
         assert together[k][2] == pytest.approx(losses, rel=1e-4)
         assert together[k][1] == pytest.approx(steps, rel=1e-3)
