@@ -6,13 +6,63 @@ Model files hold ``nn.Module``s only; training lives in ``training.py``.
 from __future__ import annotations
 
 import torch
+import torch.nn.functional as F
 from torch import nn
+
+LEAKY_SLOPE = 0.1  # the authors' LeakyReLU slope between hidden layers
+
+
+def affine(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor) -> torch.Tensor:
+    """x W^T + b of one layer (x (N, in), weight (out, in), bias (out,)) -> (N, out), or of K stacked layers
+    (x (K, N, in), weight (K, out, in), bias (K, out)) -> (K, N, out)."""
+    if x.dim() == 2:  # one network: 2-D products are cheaper than batches of one on a CPU
+        return torch.addmm(bias, x, weight.t())
+    return torch.baddbmm(bias.unsqueeze(1), x, weight.transpose(1, 2))
+
+
+def mlp_hidden(layers: list[tuple[torch.Tensor, torch.Tensor]], x: torch.Tensor, slope: float = LEAKY_SLOPE,
+               count: int | None = None) -> list[torch.Tensor]:
+    """The inputs of the first ``count`` + 1 layers of an SDF-MLP (default: all of them): [x, h_1, ...,
+    h_count], h_i = LeakyReLU(slope)(h_{i-1} W_i^T + b_i). One network or K stacked (see ``affine``)."""
+    acts = [x]
+    for weight, bias in layers[:len(layers) - 1 if count is None else count]:
+        acts.append(F.leaky_relu_(affine(acts[-1], weight, bias), slope))
+    return acts
+
+
+def mlp_forward(layers: list[tuple[torch.Tensor, torch.Tensor]], x: torch.Tensor,
+                slope: float = LEAKY_SLOPE) -> torch.Tensor:
+    """The SDF-MLP forward: hidden layers with LeakyReLU(``slope``), then the last layer and tanh.
+
+    The one forward of the project: the models, the training step (``training.l1_step``), stacked prediction
+    and the layer-by-layer codec fit all call it.
+
+    Parameters
+    ----------
+    layers : list of (weight, bias)
+        (out, in) and (out,) tensors for one network, or (K, out, in) and (K, out) for K stacked.
+    x : (N, in) or (K, N, in) tensor
+
+    Returns
+    -------
+    (N,) or (K, N) tensor of signed distances.
+    """
+    weight, bias = layers[-1]
+    return torch.tanh(affine(mlp_hidden(layers, x, slope)[-1], weight, bias)).squeeze(-1)
+
+
+def mlp_layer_names(layers: int, prefix: str = "mlp.") -> list[tuple[str, str]]:
+    """State-dict names (weight, bias) of the ``layers`` + 1 Linear layers of an ``SDFMLP`` held as ``prefix``:
+    ``{prefix}model.{2i}.weight``, the authors' names."""
+    return [(f"{prefix}model.{2 * i}.weight", f"{prefix}model.{2 * i}.bias") for i in range(layers + 1)]
 
 
 class SDFMLP(nn.Module):
     """``layers`` hidden Linear layers of ``width`` with LeakyReLU(0.1), then Linear(width, 1) and tanh.
 
-    Parameters are named ``model.0`` ... ``model.{2 * layers}`` so the authors' weights load unchanged.
+    Parameters are named ``model.0`` ... ``model.{2 * layers}`` so the authors' weights load unchanged; the
+    ``nn.Sequential`` holds them under those names (and, run as it is, computes the same function), the forward
+    is ``mlp_forward``.
 
     Parameters
     ----------
@@ -28,15 +78,22 @@ class SDFMLP(nn.Module):
         super().__init__()
         blocks: list[nn.Module] = []
         for i in range(layers):
-            blocks += [nn.Linear(in_dim if i == 0 else width, width), nn.LeakyReLU(0.1, inplace=True)]
+            blocks += [nn.Linear(in_dim if i == 0 else width, width), nn.LeakyReLU(LEAKY_SLOPE, inplace=True)]
         blocks += [nn.Linear(width, 1), nn.Tanh()]
         self.model = nn.Sequential(*blocks)
+        self.slope = LEAKY_SLOPE
+        self.hidden_layers = layers
+
+    def layers(self) -> list[tuple[torch.Tensor, torch.Tensor]]:
+        """(weight, bias) of every Linear layer, first to last."""
+        return [(m.weight, m.bias) for m in self.model if isinstance(m, nn.Linear)]
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """(N, in_dim) -> (N,) signed distances."""
-        return self.model(x).squeeze(-1)
+        return mlp_forward(self.layers(), x, self.slope)
 
 
+FIRST_LAYER = mlp_layer_names(0)[0]  # the MLP's first layer in a model's state dict
 WEIGHTINGS = ("distance", "inverse")
 
 
@@ -114,7 +171,7 @@ class KeySphereSDF(nn.Module):
         Layer 1 sees [xyz, A s + b] with s = sum_i w_i s_i; splitting its weight as [W_xyz, W_f] gives
         W_xyz xyz + (W_f A) s + (W_f b + b_1), the same function on 7 inputs instead of 32.
         """
-        weight, bias = params["mlp.model.0.weight"], params["mlp.model.0.bias"]
+        weight, bias = (params[name] for name in FIRST_LAYER)
         w_xyz, w_feature = weight[..., :3], weight[..., 3:]
         encoder_bias = (w_feature @ params["sphere_encoder.bias"].unsqueeze(-1)).squeeze(-1)
         return torch.cat([w_xyz, w_feature @ params["sphere_encoder.weight"]], -1), encoder_bias + bias
@@ -124,12 +181,12 @@ class KeySphereSDF(nn.Module):
         feature_dim 4, the encoder the identity, first layer [W_xyz, W_f A] and bias W_f b + b_1. At the
         default sizes 6081 numbers instead of 7026; what ``.ksdf`` files store."""
         weight, bias = self.input_layer()
-        width, layers = weight.shape[0], len(self.mlp.model) // 2 - 1
+        width, layers = weight.shape[0], self.mlp.hidden_layers
         out = KeySphereSDF(len(self.spheres), layers, width, 4, self.spheres, self.weighting)
         state = {k: v for k, v in self.state_dict().items() if k.startswith("mlp.")}
         state.update({"spheres": self.spheres, "sphere_encoder.weight": torch.eye(4),
-                      "sphere_encoder.bias": torch.zeros(4), "mlp.model.0.weight": weight.detach(),
-                      "mlp.model.0.bias": bias.detach()})
+                      "sphere_encoder.bias": torch.zeros(4), FIRST_LAYER[0]: weight.detach(),
+                      FIRST_LAYER[1]: bias.detach()})
         out.load_state_dict(state)
         return out
 
@@ -164,7 +221,7 @@ class NISDF(nn.Module):
     @staticmethod
     def input_layer_from(params: dict[str, torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]:
         """``input_layer`` from parameters by state-dict name, optionally stacked (leading dimension K)."""
-        return params["mlp.model.0.weight"], params["mlp.model.0.bias"]
+        return params[FIRST_LAYER[0]], params[FIRST_LAYER[1]]
 
     def forward(self, points: torch.Tensor) -> torch.Tensor:
         """(N, 3) points -> (N,) signed distances."""

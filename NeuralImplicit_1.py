@@ -5,7 +5,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from NeuralImplicit import SDFMLP, sphere_weights
+from NeuralImplicit import FIRST_LAYER, SDFMLP, sphere_weights
 
 
 class LatentSphereSDF(nn.Module):
@@ -47,9 +47,9 @@ class LatentSphereSDF(nn.Module):
     @staticmethod
     def input_layer_from(params: dict[str, torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]:
         """``input_layer`` from parameters by state-dict name, optionally stacked (leading dimension K)."""
-        weight = params["mlp.model.0.weight"]
+        weight, bias = params[FIRST_LAYER[0]], params[FIRST_LAYER[1]]
         latents_t = params["latents"].transpose(-1, -2)
-        return torch.cat([weight[..., :3], weight[..., 3:] @ latents_t], -1), params["mlp.model.0.bias"]
+        return torch.cat([weight[..., :3], weight[..., 3:] @ latents_t], -1), bias
 
     def forward(self, points: torch.Tensor) -> torch.Tensor:
         """(N, 3) points -> (N,) signed distances."""

@@ -363,22 +363,7 @@ def decode_v3(payload: bytes) -> tuple[torch.nn.Module, dict]:
             state[k] = torch.from_numpy(np.frombuffer(reader.take(4 * v.numel()), dtype="<f4").reshape(v.shape).copy())
         model.load_state_dict(state)
         return model, header
-    plan = []  # (name, streams' models, how to rebuild)
-    for name in stored_tensors(arch, state):
-        count = state[name].numel()
-        if name == "spheres":
-            m = len(state[name])
-            e, first_x, x_code = reader.unpack("<BhB")
-            centre_bound, sdf_bound = 2 ** (e + 2), 2 ** (SPHERE_SDF_EXPONENT + 2)
-            columns = [(m, (0, 2 * centre_bound, 0, x_code))]
-            for bound in (centre_bound, centre_bound, sdf_bound):
-                mean, code = reader.unpack("<hB")
-                columns.append((m, (-bound, bound, mean, code)))
-            plan.append((name, columns, (e, first_x)))
-        else:
-            step, code = reader.unpack("<eB")
-            bound = tensor_bound(name, count, bits)
-            plan.append((name, [(count, (-bound, bound, 0, code))], step))
+    plan = read_plan(reader, arch, state, bits)
     decoder = constriction.stream.queue.RangeDecoder(np.frombuffer(reader.take(len(payload) - reader.offset),
                                                                    dtype="<u4").astype(np.uint32))
     for name, columns, extra in plan:
@@ -398,6 +383,28 @@ def decode_v3(payload: bytes) -> tuple[torch.nn.Module, dict]:
     state.update(get(arch).unstored_values(model))
     model.load_state_dict(state)
     return model, header
+
+
+def read_plan(reader: Reader, arch: str, state: dict, bits: int) -> list[tuple]:
+    """The side information of a version 3 payload: per stored tensor (name, its streams as (count, (lo, hi,
+    mean, scale code)), how to rebuild it: a step, or for the spheres (centre exponent, first x))."""
+    plan = []
+    for name in stored_tensors(arch, state):
+        count = state[name].numel()
+        if name == "spheres":
+            m = len(state[name])
+            e, first_x, x_code = reader.unpack("<BhB")
+            centre_bound, sdf_bound = 2 ** (e + 2), 2 ** (SPHERE_SDF_EXPONENT + 2)
+            columns = [(m, (0, 2 * centre_bound, 0, x_code))]
+            for bound in (centre_bound, centre_bound, sdf_bound):
+                mean, code = reader.unpack("<hB")
+                columns.append((m, (-bound, bound, mean, code)))
+            plan.append((name, columns, (e, first_x)))
+        else:
+            step, code = reader.unpack("<eB")
+            bound = tensor_bound(name, count, bits)
+            plan.append((name, [(count, (-bound, bound, 0, code))], step))
+    return plan
 
 
 def decode_v2(payload: bytes) -> tuple[torch.nn.Module, dict]:

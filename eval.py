@@ -42,6 +42,7 @@ from common import (
     run_main,
     setup_logging,
 )
+from grid import cell_centres
 from mesh_kind import TargetField, winding_number
 from metrics import chamfer, exact_chamfer, fscore, iou, normal_consistency
 from modelmesher import mesh_model
@@ -84,7 +85,7 @@ class GroundTruth:
         near = sample_surface(self.mesh, IOU_SAMPLES, seed=3)[0] + rng.normal(0, NEAR_SURFACE_STD, (IOU_SAMPLES, 3))
         self.iou_points = np.concatenate([uniform, near])
         self.iou_inside = field.inside(self.iou_points) if self.kind != "sheet" else None
-        axis = (np.arange(SDF_GRID_RES) + 0.5) / SDF_GRID_RES * 2 - 1
+        axis = cell_centres(SDF_GRID_RES)
         self.grid = np.stack(np.meshgrid(axis, axis, axis, indexing="ij"), -1).reshape(-1, 3)
         self.grid_sdf = field.sdf(self.grid)
         self.near = near[: IOU_SAMPLES // 4]
@@ -405,7 +406,7 @@ def ratio_cells(point: dict, draco: list[dict]) -> tuple[float, str, str]:
             ("" if flag == "=" else rd.ratio_flag(flag) + " ") + f"{ratio:.2f}")
 
 
-def main(argv=None) -> int:
+def parse_args(argv) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--mesh-dir", required=True, help="folder of ground-truth meshes")
     parser.add_argument("--results", required=True, nargs="+", help="one or more run folders (side by side)")
@@ -422,26 +423,16 @@ def main(argv=None) -> int:
     parser.add_argument("--render-size", type=int, default=512, help="pixels per side of each picture (default 512)")
     parser.add_argument("--device", default="auto", help="cpu, cuda or auto (default: cuda when present)")
     add_logging_flags(parser)
-    args = parser.parse_args(argv)
+    return parser.parse_args(argv)
+
+
+def main(argv=None) -> int:
+    args = parse_args(argv)
     setup_logging(args.quiet, args.verbose)
     if args.render_size < 16:
         raise InputError(f"--render-size must be at least 16, got {args.render_size}")
     device = pick_device(args.device)
-    run_dirs = [Path(r) for r in args.results]
-    for r in run_dirs:
-        if not r.is_dir():
-            raise InputError(f"{r}: results folder not found")
-    runs = [r.name if r.name else str(r) for r in run_dirs]
-    if len(set(runs)) != len(runs):
-        runs = [str(r) for r in run_dirs]
-    if args.ratio and not set(args.ratio) <= set(runs):
-        raise InputError(f"--ratio {' '.join(args.ratio)}: runs are named {', '.join(runs)}")
-    if args.rd_join and not (args.rd and set(args.rd_join) <= set(runs)):
-        raise InputError(f"--rd-join {' '.join(args.rd_join)}: needs --rd and runs among {', '.join(runs)}")
-    mesh_paths = [p for p in list_meshes(args.mesh_dir)
-                  if any(any(x is not None for x in find_run_files(r, mesh_name(p))) for r in run_dirs)]
-    if not mesh_paths:
-        raise InputError(f"{args.mesh_dir}: none of its meshes has a result in {', '.join(args.results)}")
+    run_dirs, runs, mesh_paths = check_runs(args)
     rows, rd_points, rd_curves = [], [], {}
     render_dir = Path(args.csv).with_name(Path(args.csv).stem + "-render")
     for path in tqdm(mesh_paths, desc="meshes", disable=args.quiet):
@@ -454,14 +445,8 @@ def main(argv=None) -> int:
             continue
         models = {}
         for run, run_dir in zip(runs, run_dirs):
-            try:
-                fields, models[run] = evaluate_run(gt, run_dir, name, device, args.lod)
-                row = {"mesh": name, "run": run, "status": "ok", **fields}
-            except InputError as exc:
-                log.warning("%s / %s: %s", run, name, exc)
-                row = {"mesh": name, "run": run, "status": f"failed: {exc}"}
+            row, models[run] = scored_row(gt, run, run_dir, name, device, args.lod)
             rows.append(row)
-            log.debug("%s", row)
         if args.rd:
             points, rd_curves[name] = rd_rows(gt, runs, run_dirs, name, device, args.rd_join or ())
             rd_points += points
@@ -483,6 +468,41 @@ def main(argv=None) -> int:
         report = write_report(csv_path, table, [mesh_name(p) for p in mesh_paths], render_dir, args.rd)
         log.info("pictures in %s, report %s", render_dir, report)
     return 0
+
+
+def check_runs(args) -> tuple[list[Path], list[str], list[Path]]:
+    """The run folders, their names (folder names, or paths where those repeat) and the meshes any of them
+    has a result for; InputError on a missing folder or an option that names no run."""
+    run_dirs = [Path(r) for r in args.results]
+    for r in run_dirs:
+        if not r.is_dir():
+            raise InputError(f"{r}: results folder not found")
+    runs = [r.name if r.name else str(r) for r in run_dirs]
+    if len(set(runs)) != len(runs):
+        runs = [str(r) for r in run_dirs]
+    if args.ratio and not set(args.ratio) <= set(runs):
+        raise InputError(f"--ratio {' '.join(args.ratio)}: runs are named {', '.join(runs)}")
+    if args.rd_join and not (args.rd and set(args.rd_join) <= set(runs)):
+        raise InputError(f"--rd-join {' '.join(args.rd_join)}: needs --rd and runs among {', '.join(runs)}")
+    mesh_paths = [p for p in list_meshes(args.mesh_dir)
+                  if any(any(x is not None for x in find_run_files(r, mesh_name(p))) for r in run_dirs)]
+    if not mesh_paths:
+        raise InputError(f"{args.mesh_dir}: none of its meshes has a result in {', '.join(args.results)}")
+    return run_dirs, runs, mesh_paths
+
+
+def scored_row(gt: GroundTruth, run: str, run_dir: Path, name: str, device, lod: int | None
+               ) -> tuple[dict, torch.nn.Module | None]:
+    """One run's table row for one mesh (``evaluate_run``; a failure becomes the row's status) and the model
+    it scored."""
+    try:
+        fields, model = evaluate_run(gt, run_dir, name, device, lod)
+        row = {"mesh": name, "run": run, "status": "ok", **fields}
+    except InputError as exc:
+        log.warning("%s / %s: %s", run, name, exc)
+        row, model = {"mesh": name, "run": run, "status": f"failed: {exc}"}, None
+    log.debug("%s", row)
+    return row, model
 
 
 def write_rd(csv_path: Path, points: list[dict], curves: dict, runs: list[str], meshes: list[str]) -> None:

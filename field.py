@@ -5,6 +5,8 @@ from __future__ import annotations
 import numpy as np
 import torch
 
+from grid import lattice, lattice_step
+
 
 @torch.no_grad()
 def evaluate_points(model: torch.nn.Module, points: torch.Tensor, chunk: int = 1 << 18) -> torch.Tensor:
@@ -34,7 +36,7 @@ def evaluate_grid(model: torch.nn.Module, res: int, device: torch.device | str =
     (res, res, res) float32 array, indexed [x, y, z].
     """
     model = model.to(device).eval()
-    axis = torch.linspace(-1, 1, res, device=device)
+    axis = lattice(res, device)
     if block <= 1 or res <= 4 * block:
         return evaluate_points(model, dense_grid(axis, np.arange(res)), chunk).reshape(res, res, res).cpu().numpy()
     coarse_idx = np.unique(np.r_[np.arange(0, res, block), res - 1])
@@ -42,7 +44,7 @@ def evaluate_grid(model: torch.nn.Module, res: int, device: torch.device | str =
     coarse = evaluate_points(model, dense_grid(axis, coarse_idx), chunk).reshape(nc, nc, nc).cpu().numpy()
     corners = np.stack([coarse[i:nc - 1 + i, j:nc - 1 + j, k:nc - 1 + k]
                         for i in (0, 1) for j in (0, 1) for k in (0, 1)])
-    margin = band * block * (2 / (res - 1)) * np.sqrt(3)
+    margin = band * block * lattice_step(res) * np.sqrt(3)
     active = ((corners > 0).any(0) & (corners < 0).any(0)) | (np.abs(corners).min(0) < margin)
     # a fine index belongs to the cells on both sides of it: evaluate it when either is active
     cell = np.searchsorted(coarse_idx, np.arange(res), side="right") - 1

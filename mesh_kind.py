@@ -30,6 +30,8 @@ import numpy as np
 import scipy.ndimage
 import trimesh
 
+from grid import cell_size, exterior, nearest_node, node_coords, node_points
+
 KINDS = ("closed", "leaky", "sheet")
 CLASSIFY_GRID = 128        # voxels per axis over [-1, 1]^3 (the key spheres' grid)
 WALL_VOXELS = 1.5          # voxel centres nearer the surface than this many voxels form the wall
@@ -37,17 +39,6 @@ MIN_INTERIOR_VOXELS = 27   # fewer enclosed voxels than this (a 3^3 block) is no
 WINDING_AGREEMENT = 0.995  # share of off-wall voxels where the winding number must match the flood fill to be used
 
 OUTSIDE, INSIDE, WALL = 0, 1, 2
-
-
-def grid_points(res: int) -> np.ndarray:
-    """(res^3, 3) voxel centres (i - res/2) / (res/2), i = 0..res-1, in C order: the authors' convention."""
-    axis = (np.arange(res) - res / 2) / (res / 2)
-    return np.stack(np.meshgrid(axis, axis, axis, indexing="ij"), axis=-1).reshape(-1, 3)
-
-
-def voxel_index(points: np.ndarray, res: int) -> np.ndarray:
-    """(N, 3) int64 index of the voxel centre of ``grid_points(res)`` nearest each point, clipped to the grid."""
-    return np.clip(np.round(np.asarray(points) * (res / 2) + res / 2), 0, res - 1).astype(np.int64)
 
 
 def winding_number(points: np.ndarray, vertices: np.ndarray, faces: np.ndarray) -> np.ndarray:
@@ -76,6 +67,14 @@ def nearest_surface(points: np.ndarray, vertices: np.ndarray, faces: np.ndarray)
     return np.sqrt(np.maximum(d2, 0)), np.asarray(closest)
 
 
+def topology(vertices: np.ndarray, faces: np.ndarray) -> tuple[bool, bool]:
+    """(watertight, consistently oriented): the one definition of watertight. On merged vertices (STL files
+    repeat every vertex) without zero-area faces (slivers add no surface)."""
+    areas = trimesh.triangles.area(vertices[faces])
+    tm = trimesh.Trimesh(vertices, faces[areas > 0])
+    return bool(tm.is_watertight), bool(tm.is_winding_consistent)
+
+
 @dataclass
 class MeshKind:
     """The classification of one normalized mesh and what its sign needs.
@@ -87,7 +86,7 @@ class MeshKind:
     grid : int
         Voxels per axis of ``labels`` and ``winding``.
     winding : (grid, grid, grid) float array
-        Winding number at the voxel centres (``grid_points``).
+        Winding number at the voxel centres (``grid.node_points``).
     labels : (grid, grid, grid) uint8 array or None
         OUTSIDE (reached by the flood fill), INSIDE (enclosed) or WALL; None for closed meshes.
     trust_winding : bool
@@ -123,25 +122,22 @@ def wall_labels(vertices: np.ndarray, faces: np.ndarray, res: int, wall: float =
     seed : int
         Seed of the surface samples.
     """
-    h = 2.0 / res
+    h = cell_size(res)
     area = float(trimesh.triangles.area(vertices[faces]).sum())
     count = int(min(max(4 * area / (h * h), 10_000), 4_000_000))  # ~2 samples per voxel side
     tm = trimesh.Trimesh(vertices, faces, process=False)
     samples, _ = trimesh.sample.sample_surface(tm, count, seed=seed)
     touched = np.zeros((res, res, res), dtype=bool)
-    v = voxel_index(np.concatenate([samples, vertices]), res)
+    v = nearest_node(np.concatenate([samples, vertices]), res)
     touched[v[:, 0], v[:, 1], v[:, 2]] = True
     # voxel centres within (wall + 1.5) voxels of a touched centre: every centre that can be within the wall
     band = scipy.ndimage.distance_transform_edt(~touched) <= wall + 1.5
     candidates = np.argwhere(band)
-    d, _ = nearest_surface((candidates - res / 2) / (res / 2), vertices, faces)
+    d, _ = nearest_surface(node_coords(candidates, res), vertices, faces)
     is_wall = np.zeros((res, res, res), dtype=bool)
     is_wall[tuple(candidates[d <= wall * h].T)] = True
-    components, _ = scipy.ndimage.label(~is_wall)
-    border = np.unique(np.concatenate([components[[0, -1]].ravel(), components[:, [0, -1]].ravel(),
-                                       components[:, :, [0, -1]].ravel()]))
     labels = np.full((res, res, res), INSIDE, dtype=np.uint8)
-    labels[np.isin(components, border[border > 0])] = OUTSIDE
+    labels[exterior(is_wall)] = OUTSIDE
     labels[is_wall] = WALL
     return labels
 
@@ -156,11 +152,8 @@ def classify(vertices: np.ndarray, faces: np.ndarray, grid: int = CLASSIFY_GRID)
     grid : int
         Voxels per axis of the analysis.
     """
-    winding = winding_number(grid_points(grid), vertices, faces).reshape(grid, grid, grid)
-    # topology on merged vertices without zero-area faces (STL repeats vertices; slivers add no surface)
-    areas = trimesh.triangles.area(vertices[faces])
-    tm = trimesh.Trimesh(vertices, faces[areas > 0])
-    watertight, consistent = bool(tm.is_watertight), bool(tm.is_winding_consistent)
+    winding = winding_number(node_points(grid), vertices, faces).reshape(grid, grid, grid)
+    watertight, consistent = topology(vertices, faces)
     one_layer = bool(winding.min() > -0.5 and winding.max() < 1.5)
     if watertight and consistent and one_layer:
         return MeshKind("closed", grid, winding, None, True, "watertight and consistently oriented")
@@ -190,8 +183,8 @@ def inside(points: np.ndarray, vertices: np.ndarray, faces: np.ndarray, mk: Mesh
         return winding_number(points, vertices, faces) > 0.5
     if mk.kind == "sheet":
         return np.zeros(len(points), dtype=bool)
-    res, h = mk.grid, 2.0 / mk.grid
-    v = voxel_index(points, res)
+    res, h = mk.grid, cell_size(mk.grid)
+    v = nearest_node(points, res)
     label = mk.labels[v[:, 0], v[:, 1], v[:, 2]]
     result = label == INSIDE
     in_wall = np.nonzero(label == WALL)[0]
@@ -207,7 +200,7 @@ def inside(points: np.ndarray, vertices: np.ndarray, faces: np.ndarray, mk: Mesh
     # step from the nearest surface point along the point's side to just beyond the wall
     step = (WALL_VOXELS + 1.5) * h
     away = nearest[in_wall] + offset / np.maximum(length, 1e-12)[:, None] * step
-    w = voxel_index(away, res)
+    w = nearest_node(away, res)
     beyond = mk.labels[w[:, 0], w[:, 1], w[:, 2]]
     decided = (beyond != WALL) & (length > 1e-9)
     result[in_wall] = beyond == INSIDE
@@ -230,11 +223,11 @@ def target_sdf(points: np.ndarray, vertices: np.ndarray, faces: np.ndarray, mk: 
 
 
 def occupancy_grid(vertices: np.ndarray, faces: np.ndarray, mk: MeshKind, res: int) -> np.ndarray:
-    """(res, res, res) bool: ``inside`` at the voxel centres ``grid_points(res)`` (reuses the classification's
+    """(res, res, res) bool: ``inside`` at the voxel centres ``grid.node_points(res)`` (reuses the classification's
     winding numbers when ``res`` is its grid)."""
     if mk.kind == "closed" and res == mk.grid:
         return mk.winding > 0.5
-    return inside(grid_points(res), vertices, faces, mk).reshape(res, res, res)
+    return inside(node_points(res), vertices, faces, mk).reshape(res, res, res)
 
 
 @dataclass
@@ -275,5 +268,5 @@ class TargetField:
         return inside(points, self.vertices, self.faces, self.analysis)
 
     def occupancy(self, res: int) -> np.ndarray:
-        """(res, res, res) bool occupancy of the voxel centres ``grid_points(res)``."""
+        """(res, res, res) bool occupancy of the voxel centres ``grid.node_points(res)``."""
         return occupancy_grid(self.vertices, self.faces, self.analysis, res)

@@ -23,6 +23,7 @@ import architectures
 from codec import load_model
 from common import InputError, add_logging_flags, atomic_write, pick_device, run_main, setup_logging
 from field import evaluate_grid
+from grid import lattice_step
 from render import Camera, render_field, save_png, save_turntable
 from sphere_sampler import Normalization
 
@@ -42,7 +43,7 @@ def mesh_from_volume(volume: np.ndarray, level: float | str = "auto") -> tuple[n
         When the field never crosses the level (the network learned no surface).
     """
     res = volume.shape[0]
-    step = 2 / (res - 1)
+    step = lattice_step(res)
     lo, hi = float(volume.min()), float(volume.max())
     if level == "auto":
         level = lo + step if 0 <= lo < 2 * step and lo + step < hi else 0.0
@@ -104,7 +105,8 @@ def save_mesh(mesh: trimesh.Trimesh, path: str | Path) -> None:
     atomic_write(path, lambda tmp: mesh.export(tmp))
 
 
-def main(argv=None) -> int:
+def parse_args(argv) -> argparse.Namespace:
+    """The command line, checked: a bad value is an InputError."""
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--model", required=True, help="our model.pt or model.ksdf, or the authors' .pth")
     parser.add_argument("--res", type=int, default=128, help="grid resolution per axis (default 128)")
@@ -121,7 +123,6 @@ def main(argv=None) -> int:
     parser.add_argument("--device", default="auto", help="cpu, cuda or auto (default: cuda when present)")
     add_logging_flags(parser)
     args = parser.parse_args(argv)
-    setup_logging(args.quiet, args.verbose)
     if args.out is None and args.png is None and args.turntable is None:
         raise InputError("give --out (a mesh), --png (a picture), --turntable (a GIF), or several")
     if args.res < 2:
@@ -139,6 +140,12 @@ def main(argv=None) -> int:
             args.level = float(args.level)
         except ValueError:
             raise InputError(f"--level must be a number or auto, got {args.level!r}") from None
+    return args
+
+
+def main(argv=None) -> int:
+    args = parse_args(argv)
+    setup_logging(args.quiet, args.verbose)
     device = pick_device(args.device)
     model, info = load_model(args.model)
     if args.lod is not None:

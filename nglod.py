@@ -18,8 +18,9 @@ import zlib
 import numpy as np
 import torch
 import torch.nn.functional as F
-from scipy import ndimage
 from torch import nn
+
+from grid import cell_coords, cell_of, exterior
 
 OFFSETS = np.array([[i, j, k] for i in (0, 1) for j in (0, 1) for k in (0, 1)], dtype=np.int64)  # (8, 3)
 
@@ -37,8 +38,7 @@ def occupied_voxels(surface_points: np.ndarray, res: int, margin: int = 1) -> np
     -------
     (V, 3) int64 array of voxel indices in [0, res), sorted, unique.
     """
-    idx = np.clip(np.floor((np.asarray(surface_points) + 1.0) / 2.0 * res).astype(np.int64), 0, res - 1)
-    idx = np.unique(idx, axis=0)
+    idx = np.unique(cell_of(surface_points, res), axis=0)
     if margin > 0:
         r = np.arange(-margin, margin + 1)
         shifts = np.stack(np.meshgrid(r, r, r, indexing="ij"), -1).reshape(-1, 3)
@@ -92,7 +92,7 @@ def trilinear(points: torch.Tensor, features: torch.Tensor, lookup: torch.Tensor
     -------
     (N, F) tensor.
     """
-    u = (points + 1.0) * (res / 2.0)
+    u = cell_coords(points, res)
     base = torch.floor(u).clamp(0, res - 1)
     t = u - base                                     # (N, 3) position in the cell
     base = base.long()
@@ -110,10 +110,7 @@ def outside_signs(voxels: np.ndarray, res: int) -> np.ndarray:
     in the occupied voxels. (res, res, res) int8 array."""
     occupied = np.zeros((res,) * 3, dtype=bool)
     occupied[tuple(np.asarray(voxels, dtype=np.int64).reshape(-1, 3).T)] = True
-    labels, _ = ndimage.label(~occupied)
-    border = np.unique(np.concatenate([labels[[0, -1]].ravel(), labels[:, [0, -1]].ravel(),
-                                       labels[:, :, [0, -1]].ravel()]))
-    signs = np.where(np.isin(labels, border[border > 0]), 1, -1).astype(np.int8)
+    signs = np.where(exterior(occupied), 1, -1).astype(np.int8)
     signs[occupied] = 0
     return signs
 
@@ -263,7 +260,7 @@ class NGLODSDF(nn.Module):
         (``outside_signs``) and at least half a voxel's magnitude: as in NGLOD, where rays meet surfaces only
         inside the octree, no surface lies outside it (no floaters far from the mesh)."""
         res = self.resolution(level)
-        idx = torch.floor((points + 1.0) * (res / 2.0)).long().clamp(0, res - 1)
+        idx = cell_of(points, res)
         sign = self.signs[level][idx[:, 0], idx[:, 1], idx[:, 2]].to(field.dtype)
         return torch.where(sign == 0, field, sign * field.abs().clamp_min(1.0 / res))
 

@@ -22,13 +22,13 @@ from __future__ import annotations
 import math
 
 import torch
-import torch.nn.functional as F
 from tqdm import tqdm
 
 import codec
 from architectures import Architecture
 from common import TrainConfig
-from training import Member, NetworkStack, Trained, affine_stacked, run_epochs, training_set
+from NeuralImplicit import FIRST_LAYER, mlp_hidden
+from training import Member, NetworkStack, Trained, run_epochs, training_set
 
 CALIBRATION_POINTS = 16384  # training points per network whose inputs tell GPTQ which errors matter
 DAMPING = 0.01              # GPTQ's damping: this share of the mean diagonal added to the Hessian
@@ -108,10 +108,7 @@ def gptq_round(weight: torch.Tensor, bias: torch.Tensor, inputs: torch.Tensor, w
 @torch.no_grad()
 def layer_inputs(stack: NetworkStack, inputs: torch.Tensor, index: int) -> torch.Tensor:
     """(K, C, in) inputs of layer ``index`` of the stack's MLP for precomputed network inputs (K, C, in0)."""
-    h = inputs
-    for weight, bias in stack.layers()[:index]:
-        h = F.leaky_relu(affine_stacked(bias, h, weight), stack.slope)
-    return h
+    return mlp_hidden(stack.layers(), inputs, stack.slope, index)[-1]
 
 
 def quantization_aware_finetune(trained: list[Trained], members: list[Member], arch: Architecture, model_args: dict,
@@ -136,13 +133,9 @@ def quantization_aware_finetune(trained: list[Trained], members: list[Member], a
     # inputs from the stored spheres; the float sphere centres stay training points
     data = training_set(stack, torch.stack([t.points for t in trained]), torch.stack([t.sdf for t in trained]),
                         [m.spheres for m in members], cfg)
-    generator = torch.Generator(device=device).manual_seed(cfg.seed + 2000)
-    count = min(CALIBRATION_POINTS, data.inputs.shape[1])
-    calibration = data.inputs[:, torch.randperm(data.inputs.shape[1], generator=generator, device=device)[:count]]
-    if data.anchors is not None:
-        calibration = torch.cat([calibration, data.anchors], 1)
+    calibration = calibration_inputs(data, cfg.seed, device)
     groups = stages(arch, stack)
-    hidden = {w: i for i, (w, _) in enumerate([("mlp.model.0.weight", None)] + stack.hidden_names)}
+    hidden = {w: i for i, (w, _) in enumerate([FIRST_LAYER] + stack.hidden_names)}
     first_is_layer = arch.first_layer_sees_inputs
     steps, losses = {}, [[] for _ in models]
     generators = [torch.Generator(device=device).manual_seed(cfg.seed + 1000) for _ in models]
@@ -162,17 +155,8 @@ def quantization_aware_finetune(trained: list[Trained], members: list[Member], a
             for name in group:
                 steps[name] = codec.tensor_steps(stack.params[name], cfg.codec_bits, name, stacked=True)
             weight_name = next((n for n in group if n in hidden), None)
-            with torch.no_grad():
-                if cfg.fit == "gptq" and weight_name is not None and (hidden[weight_name] > 0 or first_is_layer):
-                    bias_name = weight_name.replace(".weight", ".bias")
-                    inputs = layer_inputs(stack, calibration, hidden[weight_name])
-                    w, b = gptq_round(stack.params[weight_name], stack.params[bias_name], inputs,
-                                      steps[weight_name], steps[bias_name], (bounds[weight_name], bounds[bias_name]))
-                    stack.params[weight_name].copy_(w)
-                    stack.params[bias_name].copy_(b)
-                else:
-                    for name in group:
-                        stack.params[name].copy_(codec.quantize(stack.params[name], steps[name], bounds[name]))
+            gptq = cfg.fit == "gptq" and weight_name is not None and (hidden[weight_name] > 0 or first_is_layer)
+            round_stage(stack, group, steps, bounds, (calibration, hidden[weight_name]) if gptq else None)
             rest = [name for g in groups[i + 1:] for name in g]
             if rest and cfg.qat_epochs:
                 stage_losses = train_some(stack, rest, data, cfg, cfg.qat_epochs, cfg.qat_lr, generators, bar)
@@ -187,6 +171,32 @@ def quantization_aware_finetune(trained: list[Trained], members: list[Member], a
             stack.params[name].copy_(codec.quantize(stack.params[name], steps[name], bounds[name]))
     return [(stack.export(k), {name: float(s[k]) for name, s in steps.items()}, losses[k])
             for k in range(len(models))]
+
+
+def calibration_inputs(data, seed: int, device) -> torch.Tensor:
+    """(K, C, in0) network inputs GPTQ calibrates on: up to ``CALIBRATION_POINTS`` training points drawn with
+    ``seed`` + 2000, and the sphere centres when they train."""
+    generator = torch.Generator(device=device).manual_seed(seed + 2000)
+    count = min(CALIBRATION_POINTS, data.inputs.shape[1])
+    calibration = data.inputs[:, torch.randperm(data.inputs.shape[1], generator=generator, device=device)[:count]]
+    return calibration if data.anchors is None else torch.cat([calibration, data.anchors], 1)
+
+
+@torch.no_grad()
+def round_stage(stack: NetworkStack, group: list[str], steps: dict, bounds: dict, gptq: tuple | None) -> None:
+    """Round the parameters ``group`` of a stack onto their ``steps`` in place: with ``gptq`` = (calibration
+    inputs (K, C, in0), layer index), the layer's weight and bias by ``gptq_round``; else to the nearest step."""
+    if gptq is None:
+        for name in group:
+            stack.params[name].copy_(codec.quantize(stack.params[name], steps[name], bounds[name]))
+        return
+    calibration, index = gptq
+    weight_name = next(n for n in group if n.endswith(".weight"))
+    bias_name = weight_name.replace(".weight", ".bias")
+    w, b = gptq_round(stack.params[weight_name], stack.params[bias_name], layer_inputs(stack, calibration, index),
+                      steps[weight_name], steps[bias_name], (bounds[weight_name], bounds[bias_name]))
+    stack.params[weight_name].copy_(w)
+    stack.params[bias_name].copy_(b)
 
 
 def train_some(stack: NetworkStack, names: list[str], data, cfg: TrainConfig, epochs: int, lr: float,

@@ -19,6 +19,7 @@ import torch.nn.functional as F
 
 from common import atomic_write
 from field import evaluate_grid
+from grid import lattice_step
 
 AMBIENT = 0.25       # light reaching a surface facing away from the light
 DIFFUSE = 0.75       # Lambert share; AMBIENT + DIFFUSE = 1 for a surface facing the light
@@ -131,6 +132,16 @@ def ray_box(origins: np.ndarray, directions: np.ndarray, half: float = 1.0) -> t
 
 
 @torch.no_grad()
+def proxy_grid(model: torch.nn.Module, grid_res: int, device, volume: np.ndarray | None = None
+               ) -> tuple[torch.Tensor, float]:
+    """The field on the lattice (``field.evaluate_grid``, or ``volume`` when given) as a (1, 1, D, H, W) tensor
+    for ``grid_sample``, and one cell diagonal of that lattice."""
+    if volume is None:
+        volume = evaluate_grid(model, grid_res, device)
+    proxy = torch.as_tensor(volume, device=device).permute(2, 1, 0)[None, None].contiguous()  # (x, y, z) as (W, H, D)
+    return proxy, lattice_step(volume.shape[0]) * math.sqrt(3)
+
+
 def trace_field(model: torch.nn.Module, origins: np.ndarray, directions: np.ndarray, device="cpu",
                 grid_res: int = 64, max_steps: int = 160, hit_eps: float = 1e-3,
                 volume: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
@@ -158,11 +169,7 @@ def trace_field(model: torch.nn.Module, origins: np.ndarray, directions: np.ndar
     hit : (N,) bool array
     """
     model = model.to(device).eval()
-    if volume is None:
-        volume = evaluate_grid(model, grid_res, device)
-    grid_res = volume.shape[0]
-    proxy = torch.as_tensor(volume, device=device).permute(2, 1, 0)[None, None].contiguous()  # (x, y, z) as (W, H, D)
-    near = 2 / (grid_res - 1) * math.sqrt(3)                  # one cell diagonal
+    proxy, near = proxy_grid(model, grid_res, device, volume)
     o = torch.as_tensor(origins, dtype=torch.float32, device=device)
     d = torch.as_tensor(directions, dtype=torch.float32, device=device)
     t_near, t_far = (torch.as_tensor(a, dtype=torch.float32, device=device) for a in ray_box(origins, directions))

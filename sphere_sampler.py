@@ -21,7 +21,8 @@ import trimesh
 from scipy.spatial import ConvexHull, QhullError
 
 from common import InputError, atomic_write_text
-from mesh_kind import TargetField
+from grid import cell_of, cell_size, nearest_node, node_coords, node_index, nodes
+from mesh_kind import TargetField, topology
 
 log = logging.getLogger("keysphere")
 
@@ -41,8 +42,8 @@ class Mesh:
 
     @property
     def watertight(self) -> bool:
-        """Closed and manifold once duplicate vertices are merged (STL files repeat every vertex)."""
-        return bool(trimesh.Trimesh(self.vertices, self.faces).is_watertight)
+        """Closed and manifold (``mesh_kind.topology``)."""
+        return topology(self.vertices, self.faces)[0]
 
 
 def load_mesh(path: str | Path) -> Mesh:
@@ -262,12 +263,12 @@ def extract_key_spheres(field: TargetField, count: int = 128, grid: int = 128, m
         log.info("the mesh encloses no voxel of the %d^3 grid; key spheres are spread over its surface", grid)
         surface, _ = sample_surface(field, 20 * grid * grid, seed=0)
         radius = np.zeros((grid, grid, grid))
-        v = np.clip(np.round((surface + 1) * (grid / 2)).astype(np.int64), 0, grid - 1)
+        v = nearest_node(surface, grid)
         radius[v[:, 0], v[:, 1], v[:, 2]] = 1.0
     voxels = sn_graph_centres(radius, count, min_radius)
     if len(voxels) < count:
         log.warning("only %d key spheres fit (asked for %d)", len(voxels), count)
-    centres = (voxels - grid / 2) / (grid / 2)
+    centres = node_coords(voxels, grid)
     sdf = field.sdf(centres)
     return np.concatenate([centres, sdf[:, None]], axis=1).astype(np.float32)
 
@@ -282,10 +283,11 @@ def write_sphere_file(path: str | Path, spheres: np.ndarray, grid: int = 128) ->
     spheres : (M, 4) array
         Centre and signed SDF at the centre, normalized frame.
     """
-    half = grid / 2
+    spheres = np.asarray(spheres, dtype=np.float64).reshape(-1, 4)
     lines = [str(len(spheres))]
-    for x, y, z, sdf in np.asarray(spheres, dtype=np.float64):
-        lines.append(f"{x * half + half:.6g} {y * half + half:.6g} {z * half + half:.6g} {-sdf * half:.6f} 0")
+    for centre, sdf in zip(node_index(spheres[:, :3], grid), spheres[:, 3]):
+        x, y, z = centre
+        lines.append(f"{x:.6g} {y:.6g} {z:.6g} {-sdf * (grid / 2):.6f} 0")
     atomic_write_text(path, "\n".join(lines) + "\n")
 
 
@@ -307,8 +309,7 @@ def read_sphere_file(path: str | Path, grid: int = 128) -> np.ndarray:
         raise InputError(f"{path}: not a sphere file (expected a count line, then 'x y z r flag' rows)") from None
     if count < 1 or rows.shape != (count, 4) or not np.isfinite(rows).all():
         raise InputError(f"{path}: sphere file announces {count} spheres but holds {len(rows)} valid rows")
-    half = grid / 2
-    return np.concatenate([(rows[:, :3] - half) / half, -rows[:, 3:] / half], axis=1).astype(np.float32)
+    return np.concatenate([node_coords(rows[:, :3], grid), -rows[:, 3:] / (grid / 2)], axis=1).astype(np.float32)
 
 
 def sphere_cache_key(mesh_path: Path, count: int, grid: int, min_radius: float, kind: str = "closed",
@@ -345,7 +346,7 @@ def approx_surface_distance(points: torch.Tensor, surface: np.ndarray, normals: 
                             res: int = 128) -> torch.Tensor:
     """Cheap unsigned distance to a surface given by dense samples, for importance weights (not targets).
 
-    Each voxel of a ``res``^3 grid over [-1, 1]^3 knows its nearest voxel holding a surface sample (a
+    Each cell of a ``res``^3 grid over [-1, 1]^3 (``grid.cell_of``) knows its nearest voxel holding a surface sample (a
     Euclidean distance transform, 0.3 s at 128^3) and that voxel's sample. A point in a surface voxel gets
     the distance to that sample's tangent plane; any other point the distance to the sample. A k-d tree on
     the samples gives the exact nearest sample but costs about 1 ms per far point.
@@ -360,11 +361,8 @@ def approx_surface_distance(points: torch.Tensor, surface: np.ndarray, normals: 
     -------
     (N,) tensor on the device of ``points``.
     """
-    def voxel_of(p):
-        return np.clip(((p + 1) * (res / 2)).astype(np.int64), 0, res - 1)
-
     owner = np.full((res, res, res), -1, dtype=np.int64)
-    vs = voxel_of(surface)
+    vs = cell_of(surface, res)
     owner[vs[:, 0], vs[:, 1], vs[:, 2]] = np.arange(len(surface))
     _, nearest = scipy.ndimage.distance_transform_edt(owner < 0, return_indices=True)
     nearest_owner = owner[nearest[0], nearest[1], nearest[2]]  # (res, res, res) sample index per voxel
@@ -372,7 +370,7 @@ def approx_surface_distance(points: torch.Tensor, surface: np.ndarray, normals: 
     table = torch.as_tensor(nearest_owner, device=points.device)
     surface_t = torch.as_tensor(surface, dtype=points.dtype, device=points.device)
     normals_t = torch.as_tensor(normals, dtype=points.dtype, device=points.device)
-    v = ((points + 1) * (res / 2)).long().clamp_(0, res - 1)
+    v = cell_of(points, res)
     v = (v[:, 0], v[:, 1], v[:, 2])
     offset = points - surface_t[table[v]]
     plane = (offset * normals_t[table[v]]).sum(dim=1).abs()
@@ -443,9 +441,9 @@ def sample_hard_points(predict, field: TargetField, count: int, res: int, band: 
     """
     device = torch.device(device)
     gen = torch.Generator(device=device).manual_seed(seed)
-    axis = torch.arange(res, device=device, dtype=torch.float32) * (2 / res) - 1
+    axis = torch.as_tensor(nodes(res), dtype=torch.float32, device=device)  # the cells' lower corners
     cells = torch.stack(torch.meshgrid(axis, axis, axis, indexing="ij"), -1).reshape(-1, 3)
-    grid = cells + torch.rand(len(cells), 3, generator=gen, device=device) * (2 / res)
+    grid = cells + torch.rand(len(cells), 3, generator=gen, device=device) * cell_size(res)
     pred = predict(grid)
     candidates = torch.nonzero(pred < band).squeeze(1)
     empty = (torch.zeros(0, 3, device=device), torch.zeros(0, device=device))

@@ -22,7 +22,6 @@ import statistics
 from dataclasses import dataclass
 
 import torch
-import torch.nn.functional as F
 from tqdm import tqdm
 
 import codec
@@ -30,6 +29,7 @@ from architectures import Architecture
 from common import InputError, TrainConfig
 from field import evaluate_points
 from mesh_kind import TargetField
+from NeuralImplicit import affine, mlp_forward, mlp_hidden, mlp_layer_names
 from sphere_sampler import sample_hard_points
 
 log = logging.getLogger("keysphere")
@@ -46,16 +46,6 @@ def total_epochs(cfg: TrainConfig) -> int:
 
 # ----------------------------------------------------------------------------------------------------------
 # The step
-
-
-def affine_one(bias: torch.Tensor, x: torch.Tensor, weight: torch.Tensor) -> torch.Tensor:
-    """x W^T + b: bias (out,), x (N, in), weight (out, in) -> (N, out)."""
-    return torch.addmm(bias, x, weight.t())
-
-
-def affine_stacked(bias: torch.Tensor, x: torch.Tensor, weight: torch.Tensor) -> torch.Tensor:
-    """x W^T + b for K stacked layers: bias (K, out), x (K, N, in), weight (K, out, in) -> (K, N, out)."""
-    return torch.baddbmm(bias.unsqueeze(1), x, weight.transpose(1, 2))
 
 
 def transpose_stacked(t: torch.Tensor) -> torch.Tensor:
@@ -86,14 +76,12 @@ def l1_step(layers: list[tuple[torch.Tensor, torch.Tensor]], slope: float, x: to
     single = x.shape[0] == 1
     if single:
         x, y, layers = x[0], y[0], [(w[0], b[0]) for w, b in layers]
-        affine, matmul, transpose = affine_one, torch.mm, torch.t
+        matmul, transpose = torch.mm, torch.t
     else:
-        affine, matmul, transpose = affine_stacked, torch.bmm, transpose_stacked
+        matmul, transpose = torch.bmm, transpose_stacked
     with torch.no_grad():
-        acts = [x]
-        for weight, bias in layers[:-1]:
-            acts.append(F.leaky_relu_(affine(bias, acts[-1], weight), slope))
-        out = torch.tanh(affine(layers[-1][1], acts[-1], layers[-1][0]))
+        acts = mlp_hidden(layers, x, slope)  # the forward of mlp_forward, its activations kept for the backward
+        out = torch.tanh(affine(acts[-1], *layers[-1]))
         diff = out.squeeze(-1) - y
         loss = diff.abs().mean(-1)
         grad = torch.sign(diff).unsqueeze(-1).mul_(1.0 / y.shape[-1]).mul_(1 - out * out)
@@ -128,9 +116,9 @@ class NetworkStack:
         names = [name for name, _ in self.models[0].named_parameters()]
         self.params = {name: torch.stack([dict(m.named_parameters())[name].detach() for m in self.models])
                        .clone().requires_grad_(True) for name in names}
-        linears = [i for i, m in enumerate(self.models[0].mlp.model) if isinstance(m, torch.nn.Linear)]
-        self.hidden_names = [(f"mlp.model.{i}.weight", f"mlp.model.{i}.bias") for i in linears[1:]]
-        self.slope = self.models[0].mlp.model[1].negative_slope
+        mlp = self.models[0].mlp
+        self.hidden_names = mlp_layer_names(mlp.hidden_layers)[1:]  # the first comes from input_layer_from
+        self.slope = mlp.slope
 
     @classmethod
     def new(cls, arch: Architecture, model_args: dict, structures: list, seed: int, device: torch.device):
@@ -166,11 +154,7 @@ class NetworkStack:
     @torch.no_grad()
     def predict(self, x: torch.Tensor) -> torch.Tensor:
         """(K, N) fields on precomputed inputs x (K, N, in)."""
-        h = x
-        layers = self.layers()
-        for weight, bias in layers[:-1]:
-            h = F.leaky_relu(affine_stacked(bias, h, weight), self.slope)
-        return torch.tanh(affine_stacked(layers[-1][1], h, layers[-1][0])).squeeze(2)
+        return mlp_forward(self.layers(), x, self.slope)
 
     def precompute(self, points: torch.Tensor) -> torch.Tensor:
         """(K, N, 3) points -> (K, N, in): each network's fixed per-point inputs (``model.precompute``)."""
@@ -408,42 +392,43 @@ class Trained:
     sdf: torch.Tensor
 
 
+def start_stack(arch: Architecture, model_args: dict, cfg: TrainConfig, members: list[Member], device,
+                generators: list[torch.Generator], histories: list[dict], bar):
+    """The stack a training goes on with, its Adam and its ``TrainingSet``: fresh networks from ``cfg.seed``,
+    or with ``restarts`` > 1 per network the best of ``restarts`` trainings of ``restart_epochs`` (their losses
+    go into ``histories``)."""
+    spheres = [m.spheres for m in members]
+    structures = [m.voxels if arch.has_octree else m.spheres for m in members]
+    points, sdf = torch.stack([m.points for m in members]), torch.stack([m.sdf for m in members])
+    stacks, optimizers, finals, data = [], [], [], None
+    for r in range(cfg.restarts if cfg.restarts > 1 else 1):
+        stack = stack_for(arch).new(arch, model_args, structures, cfg.seed + r, device)
+        opt = torch.optim.Adam(stack.params.values(), lr=cfg.lr, fused=True)
+        if data is None:  # every restart has the same spheres, so the same inputs
+            data = training_set(stack, points, sdf, spheres, cfg)
+        if cfg.restarts <= 1:
+            return stack, opt, data
+        losses = run_epochs(stack, opt, data, cfg.restart_epochs, cfg, generators, progress=bar)
+        for k, h in enumerate(histories):
+            h["restarts"].append(losses[k])
+        stacks.append(stack)
+        optimizers.append(opt)
+        finals.append([loss[-1] for loss in losses])
+    choice = [min(range(cfg.restarts), key=lambda r, k=k: finals[r][k]) for k in range(len(members))]
+    return (*select(stacks, optimizers, choice, cfg.lr), data)
+
+
 def train_once(arch: Architecture, model_args: dict, cfg: TrainConfig, members: list[Member], device: torch.device,
                quiet: bool, guard: bool) -> tuple[list[Trained], list[bool]]:
     """One training of a group: restarts (best final loss wins, per network), then the schedule for the rest
     of ``epochs``, with hard examples after ``mine_at`` of it. Returns the trained networks and whether each
     collapsed (checked after every epoch when ``guard``, and at the end)."""
-    spheres = [m.spheres for m in members]
-    structures = [m.voxels if arch.has_octree else m.spheres for m in members]
-    stack_class = stack_for(arch)
-    points = torch.stack([m.points for m in members])
-    sdf = torch.stack([m.sdf for m in members])
     generators = [torch.Generator(device=device).manual_seed(cfg.seed) for _ in members]
-    steps = math.ceil(points.shape[1] / cfg.batch_size)
+    steps = math.ceil(len(members[0].points) / cfg.batch_size)
     histories = [{"restarts": [], "main": []} for _ in members]
-    data = None
     with tqdm(total=total_epochs(cfg), desc="  epochs", leave=False, disable=quiet) as bar:
-        if cfg.restarts > 1:
-            stacks, optimizers, finals = [], [], []
-            for r in range(cfg.restarts):
-                stack = stack_class.new(arch, model_args, structures, cfg.seed + r, device)
-                opt = torch.optim.Adam(stack.params.values(), lr=cfg.lr, fused=True)
-                if data is None:  # every restart has the same spheres, so the same inputs
-                    data = training_set(stack, points, sdf, spheres, cfg)
-                losses = run_epochs(stack, opt, data, cfg.restart_epochs, cfg, generators, progress=bar)
-                for k, h in enumerate(histories):
-                    h["restarts"].append(losses[k])
-                stacks.append(stack)
-                optimizers.append(opt)
-                finals.append([loss[-1] for loss in losses])
-            choice = [min(range(cfg.restarts), key=lambda r, k=k: finals[r][k]) for k in range(len(members))]
-            stack, opt = select(stacks, optimizers, choice, cfg.lr)
-            remaining = cfg.epochs - cfg.restart_epochs
-        else:
-            stack = stack_class.new(arch, model_args, structures, cfg.seed, device)
-            opt = torch.optim.Adam(stack.params.values(), lr=cfg.lr, fused=True)
-            data = training_set(stack, points, sdf, spheres, cfg)
-            remaining = cfg.epochs
+        stack, opt, data = start_stack(arch, model_args, cfg, members, device, generators, histories, bar)
+        remaining = cfg.epochs - cfg.restart_epochs if cfg.restarts > 1 else cfg.epochs
         probe = data.inputs[:, :PROBE_POINTS]
         target = data.sdf[:, :PROBE_POINTS]
         dead = torch.zeros(len(members), dtype=torch.bool, device=device)

@@ -9,6 +9,7 @@ import torch
 import trimesh
 from conftest import ROOT
 
+import grid
 import mesh_kind as mk
 import sphere_sampler as ss
 
@@ -43,7 +44,7 @@ def test_closed_targets_are_igls_signed_distance_bit_for_bit():
     before, *_ = igl.signed_distance(points, mesh.vertices, mesh.faces,
                                      sign_type=igl.SIGNED_DISTANCE_TYPE_FAST_WINDING_NUMBER)
     assert np.array_equal(field.sdf(points), before)
-    assert np.array_equal(field.occupancy(32), mk.winding_number(mk.grid_points(32), mesh.vertices, mesh.faces)
+    assert np.array_equal(field.occupancy(32), mk.winding_number(grid.node_points(32), mesh.vertices, mesh.faces)
                           .reshape(32, 32, 32) > 0.5)
 
 
