@@ -6,7 +6,7 @@
     python eval.py ... --lod 3     # NGLOD runs scored at one level of detail
 
 Every metric is computed in the normalized frame (smallest enclosing ball of the ground truth scaled to
-radius 0.9) with fixed seeds; see ``README.md`` for the exact definitions. A run folder holds, per mesh,
+radius 0.9) with fixed seeds; see ``docs/metrics.md`` for the exact definitions. A run folder holds, per mesh,
 ``<mesh>/reconstruction.{ply,obj,stl}`` (or ``<mesh>.{ply,obj,stl}``) and optionally ``<mesh>/model.pt``
 (or the authors' ``*.pth``) and ``<mesh>/model.ksdf``; without a reconstruction the model is meshed at
 128^3. ``bytes`` is the size of ``model.ksdf`` when there is one (the file a user ships; its decoded model

@@ -14,7 +14,7 @@ first (x1.04 with the same epochs):
 
 Config ``fit`` picks the procedure: ``gptq`` (the above), ``nearest`` (the same with plain rounding) or
 ``straight_through`` (no stages: ``qat_epochs`` straight-through epochs of all layers at once, the earlier
-recipe); README "Codec" compares them.
+recipe); results/codec/README.md compares them.
 """
 
 from __future__ import annotations

@@ -59,9 +59,10 @@ def test_the_modules_import_no_cycle():
 
 def test_every_flag_of_every_script_is_in_docs_cli():
     cli = (ROOT / "docs" / "cli.md").read_text()
-    missing = [f"{p.name} {flag}" for p in SCRIPTS
+    sections = {part.split("\n")[0].strip(): part for part in cli.split("\n## ")[1:]}
+    missing = [f"{p.relative_to(ROOT)} {flag}" for p in SCRIPTS
                for flag in re.findall(r"add_argument\(\s*\"(--[\w-]+)\"", p.read_text())
-               if f"`{flag}`" not in cli.split(f"## {p.name}")[-1].split("\n## ")[0]]
+               if f"`{flag}`" not in sections.get(str(p.relative_to(ROOT)), "")]
     assert missing == []
 
 
