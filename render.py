@@ -131,7 +131,6 @@ def ray_box(origins: np.ndarray, directions: np.ndarray, half: float = 1.0) -> t
     return np.maximum(lo, 0.0), hi
 
 
-@torch.no_grad()
 def proxy_grid(model: torch.nn.Module, grid_res: int, device, volume: np.ndarray | None = None
                ) -> tuple[torch.Tensor, float]:
     """The field on the lattice (``field.evaluate_grid``, or ``volume`` when given) as a (1, 1, D, H, W) tensor
@@ -142,6 +141,7 @@ def proxy_grid(model: torch.nn.Module, grid_res: int, device, volume: np.ndarray
     return proxy, lattice_step(volume.shape[0]) * math.sqrt(3)
 
 
+@torch.no_grad()
 def trace_field(model: torch.nn.Module, origins: np.ndarray, directions: np.ndarray, device="cpu",
                 grid_res: int = 64, max_steps: int = 160, hit_eps: float = 1e-3,
                 volume: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
