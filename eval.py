@@ -44,14 +44,14 @@ from common import (
 )
 from grid import cell_centres
 from mesh_kind import TargetField, winding_number
-from metrics import chamfer, exact_chamfer, fscore, iou, normal_consistency
+from metrics import chamfer, exact_chamfer, fscore, iou
 from modelmesher import mesh_model
 from render import COLORS, Camera, render_field, render_mesh, save_panels, sphere_meshes
+from selfcheck import CHAMFER_SAMPLES, surface_scores, warning
 from sphere_sampler import Mesh, load_mesh, normalize_mesh, sample_surface
 
 log = logging.getLogger("keysphere")
 
-CHAMFER_SAMPLES = 131072
 IOU_SAMPLES = 100_000
 NEAR_SURFACE_STD = 0.01
 SDF_GRID_RES = 32
@@ -170,10 +170,10 @@ def evaluate_run(gt: GroundTruth, run_dir: Path, name: str, device,
     else:
         raise InputError(f"{run_dir}: no reconstruction or model for {name}")
     points, normals = sample_surface(recon, CHAMFER_SAMPLES, seed=1)
-    cd = chamfer(points, gt.points)
-    row.update(cd2=cd["cd2"], cd2_rec_to_gt=cd["cd2_ab"], cd2_gt_to_rec=cd["cd2_ba"], cd1=cd["cd1"],
-               fscore=fscore(cd["d_ab"], cd["d_ba"]),
-               normal_consistency=normal_consistency(normals, gt.normals, cd["i_ab"], cd["i_ba"]))
+    scores = surface_scores(gt.points, gt.normals, points, normals)
+    row.update({k: scores[k] for k in ("cd2", "cd2_rec_to_gt", "cd2_gt_to_rec", "cd1", "normal_consistency")},
+               fscore=fscore(scores["d_rec"], scores["d_gt"]),
+               warning=warning(scores["cd2"], scores["cd2_gt_to_rec"], scores["cd2_rec_to_gt"]))
     row["cd2_exact"], row["cd1_exact"] = exact_chamfer(points, recon, gt.points, gt.mesh)
     if gt.iou_inside is None:  # a sheet encloses nothing: IoU is undefined, not 0
         row["giou"] = row["iou"] = math.nan
@@ -265,7 +265,8 @@ def markdown_table(rows: list[dict], runs: list[str], meshes: list[str],
     With ``ratio = (a, b)`` a last column gives CD2(a) / CD2(b) per mesh, and its mean and median.
     """
     by_key = {(r["mesh"], r["run"]): r for r in rows}
-    header = ["mesh", "kind"] + [f"{label} {run}" for _, label, _ in TABLE_METRICS for run in runs] + ["floor CD2"]
+    header = (["mesh", "kind"] + [f"{label} {run}" for _, label, _ in TABLE_METRICS for run in runs]
+              + [f"warning {run}" for run in runs] + ["floor CD2"])
     if ratio:
         header.append(f"CD2 {ratio[0]}/{ratio[1]}")
     lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
@@ -284,6 +285,7 @@ def markdown_table(rows: list[dict], runs: list[str], meshes: list[str],
                     cells.append("n/a")  # a sheet encloses nothing
                 else:
                     cells.append(cell(r.get(key), fmt) if status == "ok" else status.split(":")[0])
+        cells += [by_key.get((mesh, run), {}).get("warning", "") for run in runs]
         floor = next((r.get("floor_cd2") for r in rows if r["mesh"] == mesh and r.get("floor_cd2")), None)
         cells.append(cell(floor, "{:.4f}"))
         if ratio:
@@ -296,6 +298,8 @@ def markdown_table(rows: list[dict], runs: list[str], meshes: list[str],
                 vals = [by_key[(m, run)].get(key) for m in meshes
                         if by_key.get((m, run), {}).get("status") == "ok"]
                 cells.append(cell(summary_rows(vals)[i], fmt))
+        cells += [f"{sum(bool(by_key.get((m, run), {}).get('warning')) for m in meshes)} warned" if i == 0 else ""
+                  for run in runs]
         cells.append(cell(summary_rows([r.get("floor_cd2") for r in rows if r["run"] == runs[0]])[i], "{:.4f}"))
         if ratio:
             cells.append(cell(summary_rows([cd2_ratio(rows, m, ratio) for m in meshes])[i], "{:.3f}"))
@@ -305,7 +309,7 @@ def markdown_table(rows: list[dict], runs: list[str], meshes: list[str],
 
 def write_csv(path: Path, rows: list[dict]) -> None:
     fields = ["mesh", "run", "status", "kind", *METRICS, "numbers", "bytes", "float_bytes", "ksdf_bytes", "seconds",
-              "lod"]
+              "lod", "warning"]
     buf = io.StringIO()
     writer = csv.DictWriter(buf, fieldnames=fields, extrasaction="ignore")
     writer.writeheader()

@@ -27,6 +27,7 @@ from modelmesher import mesh_model, save_mesh
 from nglod import occupied_voxels
 from quantization import quantization_aware_finetune
 from run_records import done_row, failed_row, failure_record, row_from_checkpoint, start_work
+from selfcheck import CHAMFER_SAMPLES, parts, self_check
 from sphere_sampler import (
     cached_key_spheres,
     load_mesh,
@@ -67,9 +68,10 @@ class Job:
 class Prepared:
     """A mesh ready to train: what ``prepare_mesh`` computed, kept until ``finish_mesh`` writes it out.
 
-    ``mesh`` describes the file (name, file, vertices, faces, watertight, kind); ``points`` (N, 3) and
+    ``mesh`` describes the file (name, file, vertices, faces, watertight, kind, parts); ``points`` (N, 3) and
     ``sdf`` (N,) are float32 arrays, ``spheres`` (M, 4) or None, ``voxels`` NGLOD's occupied voxels (V, 3) or
-    None; ``field`` serves hard-example mining; ``timings`` are seconds per stage.
+    None; ``field`` serves hard-example mining; ``reference`` holds the input's surface samples and their
+    normals ((S, 3) each, ``selfcheck``'s); ``timings`` are seconds per stage.
     """
 
     path: Path
@@ -83,6 +85,7 @@ class Prepared:
     sdf: np.ndarray | None
     timings: dict
     voxels: np.ndarray | None = None
+    reference: tuple[np.ndarray, np.ndarray] | None = None
 
     @property
     def kind(self) -> str:
@@ -166,11 +169,12 @@ def prepare_mesh(mesh_path: Path, job: Job, work: RunPaths) -> Prepared:
         points, sdf = sample_training_points(field, cfg.pool_uniform, cfg.pool_surface, cfg.surface_noise,
                                              cfg.importance_beta, cfg.num_samples, cfg.seed, cfg.uniform_fraction,
                                              job.device)
+        reference = sample_surface(mesh, CHAMFER_SAMPLES, seed=0)  # what the self-check scores against
         watch.lap("samples")
     info = {"name": mesh_name(mesh_path), "file": mesh_path.name, "vertices": len(mesh.vertices),
-            "faces": len(mesh.faces), "watertight": bool(watertight), "kind": field.kind}
+            "faces": len(mesh.faces), "watertight": bool(watertight), "kind": field.kind, "parts": parts(mesh)}
     return Prepared(mesh_path, work, info, norm.to_dict(), field.shell, field, spheres,
-                    points.cpu().numpy(), sdf.cpu().numpy(), timings, voxels)
+                    points.cpu().numpy(), sdf.cpu().numpy(), timings, voxels, reference)
 
 
 def members_of(group: list[Prepared], job: Job) -> list[Member]:
@@ -246,24 +250,41 @@ def finish_mesh(p: Prepared, trained: Trained, fits: dict, job: Job) -> dict:
         numbers = count_numbers(model)
         ksdf_bytes = write_files(p, model, fits, job)
         decoded, _ = codec.read(p.work.compressed)  # everything downstream sees exactly what ships
+        seconds = float(sum(p.timings.values()))
+        plot_losses(p.work.loss_plot, history, f"{p.mesh['name']} ({job.arch.name})")
+        check = reconstruct(p, decoded, job)
+        watch.lap("mesh")
         save_checkpoint(p.work.checkpoint, model, job.arch.name, job.model_args(p), {
             "normalization": p.normalization, "kind": p.kind, "shell": p.shell, "config": dataclasses.asdict(cfg),
             "loss": float(history["final_loss"]), "loss_history": history, "mesh": p.mesh, "numbers": numbers,
-            "bytes": 4 * numbers, "ksdf_bytes": ksdf_bytes, "seconds": float(sum(p.timings.values())),
+            "bytes": 4 * numbers, "ksdf_bytes": ksdf_bytes, "seconds": seconds, "self_check": check,
             "timings": {k: float(v) for k, v in p.timings.items()}, "torch": str(torch.__version__)})
-        plot_losses(p.work.loss_plot, history, f"{p.mesh['name']} ({job.arch.name})")
-        try:  # without a reconstruction the row's status is "ok (no surface)" (row_from_checkpoint)
-            save_mesh(mesh_model(decoded.to(job.device), cfg.mesh_res, job.device, shell=p.shell),
-                      p.work.reconstruction)
-        except InputError as exc:
-            log.warning("%s: %s", p.path.name, exc)
-        watch.lap("mesh")
         log.info("%s: loss %.6f, %d numbers, %d bytes shipped, %s", p.path.name, history["final_loss"], numbers,
                  ksdf_bytes, ", ".join(f"{k} {v:.1f} s" for k, v in p.timings.items()))
     final = RunPaths(p.work.dir.parent / p.mesh["name"])
     replace_dir(p.work.dir, final.dir)
     failure_record(final).unlink(missing_ok=True)
     return {**row_from_checkpoint(p.mesh["name"], final), "timings": p.timings}  # as --merge will list it
+
+
+def reconstruct(p: Prepared, decoded: torch.nn.Module, job: Job) -> dict:
+    """Mesh the shipped model into ``reconstruction.ply`` and score it against the input (``selfcheck``); the
+    log says the result in one line, a warning when there is one. Returns the self-check."""
+    try:  # without a reconstruction the row's status is "ok (no surface)" (row_from_checkpoint)
+        recon = mesh_model(decoded.to(job.device), job.cfg.mesh_res, job.device, shell=p.shell)
+        save_mesh(recon, p.work.reconstruction)
+    except InputError as exc:
+        log.warning("%s: %s", p.path.name, exc)
+        recon = None
+    check = self_check(*p.reference, p.mesh["parts"], recon)
+    if check["self_cd2"] is not None:
+        log.info("%s: self-check CD2 %.4f (input to reconstruction %.4f, back %.4f), %d parts -> %d", p.path.name,
+                 check["self_cd2"], check["self_cd2_gt_to_rec"], check["self_cd2_rec_to_gt"], check["parts_in"],
+                 check["parts_out"])
+    if check["warning"]:
+        log.warning("%s: %s (self-check CD2 %s)", p.path.name, check["warning"],
+                    "-" if check["self_cd2"] is None else f"{check['self_cd2']:.4f}")
+    return check
 
 
 # ----------------------------------------------------------------------------------------------------------

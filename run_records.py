@@ -18,7 +18,7 @@ from common import RunPaths, atomic_write_text, mesh_name
 
 log = logging.getLogger("keysphere")
 SUMMARY_FIELDS = ["mesh", "status", "kind", "seconds", "final_loss", "numbers", "bytes", "ksdf_bytes",
-                  "checkpoint_bytes", "watertight"]
+                  "checkpoint_bytes", "watertight", "self_cd2", "warning"]
 FAILED_SUFFIX = ".failed.txt"
 
 
@@ -52,10 +52,13 @@ def row_from_checkpoint(name: str, paths: RunPaths) -> dict:
     """Summary row of a mesh done earlier (the checkpoint is self-describing)."""
     data = torch.load(paths.checkpoint, map_location="cpu", weights_only=True)
     status = "ok" if paths.reconstruction.is_file() else "ok (no surface)"
+    check = data.get("self_check") or {}  # runs written before the self-check have none
+    self_cd2 = check.get("self_cd2")
     return {"mesh": name, "status": status, "kind": data["mesh"].get("kind", ""), "seconds": f"{data['seconds']:.1f}",
             "final_loss": f"{data['loss']:.6g}", "numbers": data["numbers"], "bytes": data["bytes"],
             "ksdf_bytes": data.get("ksdf_bytes", ""), "checkpoint_bytes": paths.checkpoint.stat().st_size,
-            "watertight": data["mesh"]["watertight"]}
+            "watertight": data["mesh"]["watertight"], "self_cd2": "" if self_cd2 is None else f"{self_cd2:.6g}",
+            "warning": check.get("warning", "")}
 
 
 def done_row(mesh_path: Path, out: Path, force: bool) -> dict | None:

@@ -109,6 +109,13 @@ def test_shipped_file_is_what_gets_meshed_and_eval_reports_its_rate_distortion_a
     assert {r["kind"] for r in rows} == {"closed"}
     for r in rows:  # the two one-sided terms add up to CD2
         assert float(r["cd2_gt_to_rec"]) + float(r["cd2_rec_to_gt"]) == pytest.approx(float(r["cd2"]), rel=1e-4)
+    # the run's self-check is eval's CD2 of the same reconstruction (same samples and seeds) and its warning
+    row = summary(out)["ball"]
+    assert float(row["self_cd2"]) == pytest.approx(float(rows[0]["cd2"]), rel=1e-3)
+    assert row["warning"] == rows[0]["warning"]
+    check = checkpoint.load_checkpoint(paths.checkpoint)[1]["self_check"]
+    assert check["parts_in"] == 1 and check["parts_out"] >= 1
+    assert "self-check CD2" in paths.log.read_text()
     rd_rows = list(csv.DictReader(open(tmp_path / "e-rd.csv")))
     assert {r["method"] for r in rd_rows} == {"draco", "ks"}
     ours = {r["setting"]: int(r["bytes"]) for r in rd_rows if r["method"] == "ks"}

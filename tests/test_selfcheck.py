@@ -1,0 +1,42 @@
+"""The self-check: scores of analytic surfaces and the warning rule."""
+
+import numpy as np
+import pytest
+import trimesh
+
+import selfcheck
+from sphere_sampler import Mesh
+
+
+def mesh(tm):
+    return Mesh(np.asarray(tm.vertices, dtype=np.float64), np.asarray(tm.faces, dtype=np.int64))
+
+
+@pytest.mark.parametrize("cd2, to_rec, to_gt, expected", [
+    (0.03, 0.015, 0.015, ""), (0.1, 0.09, 0.01, ""),
+    (0.5, 0.45, 0.05, "parts missing"), (0.5, 0.05, 0.45, "extra surface"), (0.5, 0.25, 0.25, "wrong shape"),
+    (None, 0.0, 0.0, "no surface"), (float("inf"), 0.0, 0.0, "no surface")])
+def test_the_warning_names_the_side_that_holds_the_error(cd2, to_rec, to_gt, expected):
+    assert selfcheck.warning(cd2, to_rec, to_gt) == expected
+
+
+def test_a_missing_part_and_an_extra_part_are_told_apart():
+    one = trimesh.creation.icosphere(3, radius=0.3)
+    two = trimesh.util.concatenate([one, one.copy().apply_translation([0.55, 0, 0])])
+    samples = selfcheck.sample_surface(mesh(two), selfcheck.CHAMFER_SAMPLES, seed=0)
+    exact = selfcheck.self_check(*samples, 2, mesh(two))  # another sampling of itself: the metric's floor
+    assert exact["warning"] == "" and exact["self_cd2"] < 0.02 and exact["parts_out"] == 2
+    missing = selfcheck.self_check(*samples, 2, mesh(one))  # the second ball did not come back
+    assert missing["warning"] == "parts missing" and missing["self_cd2_gt_to_rec"] > 0.8 * missing["self_cd2"]
+    extra = selfcheck.self_check(*selfcheck.sample_surface(mesh(one), selfcheck.CHAMFER_SAMPLES, seed=0), 1,
+                                 mesh(two))  # a floater where nothing is
+    assert extra["warning"] == "extra surface" and extra["parts_out"] == 2
+    assert selfcheck.self_check(*samples, 2, None)["warning"] == "no surface"
+
+
+def test_parts_counts_pieces_of_a_soup_not_triangles():
+    box = trimesh.creation.box()
+    soup = Mesh(np.asarray(box.triangles).reshape(-1, 3), np.arange(36).reshape(12, 3))  # STL: no shared vertices
+    assert selfcheck.parts(soup) == 1
+    two = trimesh.util.concatenate([box, box.copy().apply_translation([3, 0, 0])])
+    assert selfcheck.parts(mesh(two)) == 2
