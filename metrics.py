@@ -26,8 +26,10 @@ def chamfer(a: np.ndarray, b: np.ndarray) -> dict:
     ``cd2_ba``, ``cd1`` (same, unsquared, x1e3), and the raw nearest distances ``d_ab`` (N,), ``d_ba`` (M,),
     ``i_ab``, ``i_ba`` (nearest indices).
     """
-    d_ab, i_ab = cKDTree(b).query(a, workers=-1)
-    d_ba, i_ba = cKDTree(a).query(b, workers=-1)
+    # compact_nodes=False: same exact answers, 4-8x faster when one set lies far from the other (a failed
+    # reconstruction against its input), where shrunk node boxes make the search visit most leaves
+    d_ab, i_ab = cKDTree(b, compact_nodes=False).query(a, workers=-1)
+    d_ba, i_ba = cKDTree(a, compact_nodes=False).query(b, workers=-1)
     cd2_ab, cd2_ba = 1e3 * np.mean(d_ab ** 2), 1e3 * np.mean(d_ba ** 2)
     return {"cd2": cd2_ab + cd2_ba, "cd2_ab": cd2_ab, "cd2_ba": cd2_ba, "cd1": 1e3 * (d_ab.mean() + d_ba.mean()),
             "d_ab": d_ab, "d_ba": d_ba, "i_ab": i_ab, "i_ba": i_ba}
