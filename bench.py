@@ -21,6 +21,7 @@ from __future__ import annotations
 import argparse
 import csv
 import dataclasses
+import io
 import logging
 import math
 import statistics
@@ -29,7 +30,9 @@ import tempfile
 import time
 from pathlib import Path
 
+import numpy as np
 import torch
+from tqdm import tqdm
 
 import architectures
 import eval as evaluate
@@ -41,17 +44,19 @@ from common import (
     RunPaths,
     TrainConfig,
     add_logging_flags,
+    atomic_write_text,
     list_meshes,
     pick_device,
     run_main,
     setup_logging,
 )
-from pipeline import Job, train_mesh
+from pipeline import Job, prepare_mesh, train_mesh
 from quantization import fit_epochs
 from training import NetworkStack, total_epochs
 
 log = logging.getLogger("keysphere")
-STAGES = ("load", "spheres", "samples", "train", "qat", "mesh", "eval")
+STAGES = ("load", "classify", "spheres", "samples", "train", "qat", "mesh", "eval")
+PREPARATION = ("load", "classify", "spheres", "samples")
 
 
 def training_flops_per_point(arch: Architecture, cfg: TrainConfig, num_spheres: int) -> float:
@@ -215,7 +220,7 @@ def series(mesh_dir: str, config: str, arch: Architecture, device: torch.device,
     busy = sum(t.get("train", 0) + t.get("qat", 0) for t in timings)  # each mesh carries its share of its group
     fitting = sum(fit_epochs(arch, dataclasses.replace(cfg, codec_bits=b)) for b in [cfg.codec_bits] + cfg.extra_bits)
     points = len(rows) * cfg.num_samples * (total_epochs(cfg) + fitting)
-    cpu = {s: statistics.median(t.get(s, 0) for t in timings) for s in ("load", "spheres", "samples")}
+    cpu = {s: statistics.median(t.get(s, 0) for t in timings) for s in PREPARATION}
     sys.stdout.write(f"{len(rows)} meshes in {wall:.1f} s: {wall / len(rows):.2f} s per mesh end to end ({device}, "
                      f"{Path(config).name} {' '.join(overrides)})\n"
                      f"training (all groups, quantization-aware fine-tuning included) {busy:.1f} s: "
@@ -230,31 +235,68 @@ def series(mesh_dir: str, config: str, arch: Architecture, device: torch.device,
                          f"{count * cfg.batch_size / seconds / 1e6:.1f} M points/s\n")
 
 
-def main(argv=None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--mesh-dir", required=True, help="folder of meshes")
-    parser.add_argument("--config", default=str(PROJECT_ROOT / "configs" / "default.yaml"), help="YAML config")
-    parser.add_argument("--arch", choices=[a.name for a in architectures.REGISTRY.values() if a.stacks],
-                        default="keysphere", help="an architecture trained by the stacked step")
-    parser.add_argument("--device", default="auto", help="cpu, cuda or auto")
-    parser.add_argument("--series", action="store_true",
-                        help="time train_series.py on the whole folder (groups on a GPU) instead of stage by stage")
-    parser.add_argument("--out", help="with --series: keep the run in this folder (default: a temporary one)")
-    add_logging_flags(parser)
-    args, overrides = parser.parse_known_args(argv)
-    setup_logging(args.quiet, args.verbose)
-    device = pick_device(args.device)
-    arch = architectures.get(args.arch)
-    if args.series:
-        series(args.mesh_dir, args.config, arch, device, args.out, overrides)
-        return 0
-    cfg = arch.resolve(TrainConfig.load(args.config, overrides), overrides)
-    if cfg.threads > 0:
-        torch.set_num_threads(cfg.threads)
+def preparation(mesh_dir: str, arch: Architecture, cfg: TrainConfig, device: torch.device, csv_path: str | None,
+                shard: str | None, quiet: bool = False) -> None:
+    """Prepare every mesh of a folder without training (``pipeline.prepare_mesh``) and print the seconds per
+    stage: per mesh, then median, p90 and max per stage and the slowest meshes with their faces. With
+    ``csv_path`` the rows are appended there as they finish, and meshes already in it are skipped (resumable;
+    shards may share one file)."""
+    done = {}
+    if csv_path and Path(csv_path).is_file():
+        done = {r["mesh"]: r for r in csv.DictReader(open(csv_path))}
+    part = train_series.parse_shard(shard)
+    meshes = list_meshes(mesh_dir)[part[0]::part[1]] if part else list_meshes(mesh_dir)
+    with tempfile.TemporaryDirectory() as tmp:
+        for path in tqdm(meshes, desc="preparing", unit="mesh", disable=quiet):
+            if path.stem in done:
+                continue
+            work = RunPaths(Path(tmp) / path.stem)
+            work.dir.mkdir(parents=True, exist_ok=True)
+            try:
+                prepared = prepare_mesh(path, Job(Path(tmp), arch, cfg, device, force=True), work)
+            except InputError as err:
+                log.warning("%s: %s", path.name, err)
+                continue
+            row = {"mesh": path.stem, "faces": prepared.mesh["faces"], "kind": prepared.kind,
+                   **{s: f"{prepared.timings.get(s, 0.0):.2f}" for s in PREPARATION}}
+            row["total"] = f"{sum(float(row[s]) for s in PREPARATION):.2f}"
+            done[path.stem] = row
+            if csv_path:  # the whole table rewritten each time: a killed run leaves it whole
+                write_rows(Path(csv_path), list(done.values()))
+    rows = [r for r in done.values() if r["mesh"] in {p.stem for p in meshes}]
+    if not rows:
+        raise InputError(f"{mesh_dir}: no mesh was prepared")
+    sys.stdout.write(preparation_table(rows))
+
+
+def write_rows(path: Path, rows: list[dict]) -> None:
+    buf = io.StringIO()
+    writer = csv.DictWriter(buf, fieldnames=["mesh", "faces", "kind", *PREPARATION, "total"])
+    writer.writeheader()
+    writer.writerows(rows)
+    atomic_write_text(path, buf.getvalue())
+
+
+def preparation_table(rows: list[dict]) -> str:
+    """Markdown: median, p90 and max seconds per preparation stage over ``rows``, then the ten slowest."""
+    stages = (*PREPARATION, "total")
+    lines = [f"{len(rows)} meshes, seconds per mesh\n", "| stage | median | p90 | max |", "|---|---|---|---|"]
+    for s in stages:
+        values = np.array([float(r[s]) for r in rows])
+        lines.append(f"| {s} | {np.median(values):.2f} | {np.quantile(values, 0.9):.2f} | {values.max():.2f} |")
+    lines += ["", "| slowest | faces | kind | " + " | ".join(stages) + " |", "|---" * (len(stages) + 3) + "|"]
+    for r in sorted(rows, key=lambda r: -float(r["total"]))[:10]:
+        lines.append(f"| {r['mesh']} | {r['faces']} | {r['kind']} | " + " | ".join(str(r[s]) for s in stages) + " |")
+    return "\n".join(lines) + "\n"
+
+
+def stage_by_stage(mesh_dir: str, arch: Architecture, cfg: TrainConfig, device: torch.device) -> None:
+    """Train and evaluate each mesh of a folder alone and print the seconds per stage, then the training step's
+    FLOP/s and its split (the module docstring)."""
     peak = matmul_peak(device)
     rows = []
     with tempfile.TemporaryDirectory() as tmp:
-        for path in list_meshes(args.mesh_dir):
+        for path in list_meshes(mesh_dir):
             row = train_mesh(path, Job(Path(tmp), arch, cfg, device, force=True))
             if row["status"].startswith("failed"):
                 continue
@@ -271,7 +313,7 @@ def main(argv=None) -> int:
                              + f"  total {sum(timings.values()):6.1f} s  train {flops / 1e9:5.1f} GFLOP/s\n")
             sys.stdout.flush()
     if not rows:
-        raise InputError(f"{args.mesh_dir}: no mesh went through")
+        raise InputError(f"{mesh_dir}: no mesh went through")
     med = {s: statistics.median(t.get(s, 0) for _, t, _ in rows) for s in STAGES}
     sys.stdout.write(f"{'median':12s} " + " ".join(f"{s} {med[s]:6.1f}" for s in STAGES)
                      + f"  total {statistics.median(sum(t.values()) for _, t, _ in rows):6.1f} s\n")
@@ -288,6 +330,37 @@ def main(argv=None) -> int:
                      f"{parts['matmul_flops'] / 1e9:.1f} GFLOP/s = {100 * parts['matmul_flops'] / peak:.0f}% of peak: "
                      f"{cfg.batch_size} x {cfg.width} products are too small for full speed) and the rest "
                      f"(elementwise kernels, optimizer, per-op dispatch) {1e3 * parts['other']:.2f} ms\n")
+
+
+def main(argv=None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--mesh-dir", required=True, help="folder of meshes")
+    parser.add_argument("--config", default=str(PROJECT_ROOT / "configs" / "default.yaml"), help="YAML config")
+    parser.add_argument("--arch", choices=[a.name for a in architectures.REGISTRY.values() if a.stacks],
+                        default="keysphere", help="an architecture trained by the stacked step")
+    parser.add_argument("--device", default="auto", help="cpu, cuda or auto")
+    parser.add_argument("--series", action="store_true",
+                        help="time train_series.py on the whole folder (groups on a GPU) instead of stage by stage")
+    parser.add_argument("--out", help="with --series: keep the run in this folder (default: a temporary one)")
+    parser.add_argument("--prepare", action="store_true",
+                        help="only prepare each mesh (load, classify, key spheres, samples): the stages' distribution")
+    parser.add_argument("--csv", help="with --prepare: append the rows here and skip the meshes already in it")
+    parser.add_argument("--shard", metavar="I/N", help="with --prepare: only shard I of N of the meshes")
+    add_logging_flags(parser)
+    args, overrides = parser.parse_known_args(argv)
+    setup_logging(args.quiet, args.verbose)
+    device = pick_device(args.device)
+    arch = architectures.get(args.arch)
+    if args.series:
+        series(args.mesh_dir, args.config, arch, device, args.out, overrides)
+        return 0
+    cfg = arch.resolve(TrainConfig.load(args.config, overrides), overrides)
+    if cfg.threads > 0:
+        torch.set_num_threads(cfg.threads)
+    if args.prepare:
+        preparation(args.mesh_dir, arch, cfg, device, args.csv, args.shard, args.quiet)
+        return 0
+    stage_by_stage(args.mesh_dir, arch, cfg, device)
     return 0
 
 

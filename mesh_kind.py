@@ -4,7 +4,9 @@ Real meshes are messy. Each mesh is classified once, on a voxel grid over [-1, 1
 
 - ``closed``: watertight, consistently oriented, and its winding number is 0 or 1 everywhere (no
   self-intersections, inner faces or duplicated shells). Targets are igl's signed distance with the fast
-  winding number sign, exactly as before this module existed.
+  winding number sign. Its classification and ``inside`` evaluate the winding number only near the surface:
+  off the wall of the flood fill (below) a closed surface's winding number is constant on each connected
+  region, so it is evaluated once per region (the fast winding number is slow near large triangles).
 - ``leaky``: a solid with holes, cracks, flipped, duplicated or inner faces: it encloses a volume once gaps
   narrower than the wall (``WALL_VOXELS`` voxels either side of the surface) are closed. A flood fill of the
   exterior from the grid's border through the voxels outside the wall finds that volume. Targets are the exact
@@ -87,8 +89,8 @@ class MeshKind:
         Voxels per axis of ``labels`` and ``winding``.
     winding : (grid, grid, grid) float array
         Winding number at the voxel centres (``grid.node_points``).
-    labels : (grid, grid, grid) uint8 array or None
-        OUTSIDE (reached by the flood fill), INSIDE (enclosed) or WALL; None for closed meshes.
+    labels : (grid, grid, grid) uint8 array
+        OUTSIDE (reached by the flood fill), INSIDE (enclosed) or WALL.
     trust_winding : bool
         Whether the winding number decides the sign inside the wall (leaky meshes).
     reason : str
@@ -98,7 +100,7 @@ class MeshKind:
     kind: str
     grid: int
     winding: np.ndarray
-    labels: np.ndarray | None
+    labels: np.ndarray
     trust_winding: bool
     reason: str
 
@@ -142,6 +144,34 @@ def wall_labels(vertices: np.ndarray, faces: np.ndarray, res: int, wall: float =
     return labels
 
 
+def winding_grid(vertices: np.ndarray, faces: np.ndarray, labels: np.ndarray, closed_surface: bool) -> np.ndarray:
+    """(res, res, res) winding number at the nodes of the grid of ``labels`` (``wall_labels``).
+
+    For a watertight, consistently oriented mesh (``closed_surface``) the winding number is constant off the
+    surface's faces, so it is evaluated at the wall's nodes and at three nodes of each connected region of
+    off-wall nodes (their median fills the region): no segment between two 6-neighbours off the wall can cross a
+    face, both ends lying more than ``WALL_VOXELS`` voxels from it. The cost follows the surface's area, not the
+    grid's volume (the fast winding number is slow near large triangles, which CAD meshes are made of).
+    Otherwise every node is evaluated.
+    """
+    res = labels.shape[0]
+    if not closed_surface:
+        return winding_number(node_points(res), vertices, faces).reshape(labels.shape)
+    wall = labels == WALL
+    winding = np.zeros(labels.shape)
+    winding[wall] = winding_number(node_coords(np.argwhere(wall), res), vertices, faces)
+    regions, count = scipy.ndimage.label(~wall)
+    if count:
+        flat = regions.ravel()
+        order = np.argsort(flat, kind="stable")
+        start = np.searchsorted(flat[order], np.arange(1, count + 2))
+        picks = order[np.stack([start[:-1], (start[:-1] + start[1:] - 1) // 2, start[1:] - 1])]  # (3, count)
+        nodes_xyz = node_coords(np.stack(np.unravel_index(picks.ravel(), labels.shape), axis=1), res)
+        values = np.median(winding_number(nodes_xyz, vertices, faces).reshape(3, count), axis=0)
+        winding[~wall] = values[flat[~wall.ravel()] - 1]
+    return winding
+
+
 def classify(vertices: np.ndarray, faces: np.ndarray, grid: int = CLASSIFY_GRID) -> MeshKind:
     """Classify a normalized mesh as closed, leaky or sheet (see the module docstring).
 
@@ -152,12 +182,12 @@ def classify(vertices: np.ndarray, faces: np.ndarray, grid: int = CLASSIFY_GRID)
     grid : int
         Voxels per axis of the analysis.
     """
-    winding = winding_number(node_points(grid), vertices, faces).reshape(grid, grid, grid)
     watertight, consistent = topology(vertices, faces)
+    labels = wall_labels(vertices, faces, grid)
+    winding = winding_grid(vertices, faces, labels, watertight and consistent)
     one_layer = bool(winding.min() > -0.5 and winding.max() < 1.5)
     if watertight and consistent and one_layer:
-        return MeshKind("closed", grid, winding, None, True, "watertight and consistently oriented")
-    labels = wall_labels(vertices, faces, grid)
+        return MeshKind("closed", grid, winding, labels, True, "watertight and consistently oriented")
     interior = labels == INSIDE
     problems = ", ".join(p for p, bad in (("not watertight", not watertight),
                                           ("inconsistently oriented", not consistent),
@@ -171,16 +201,37 @@ def classify(vertices: np.ndarray, faces: np.ndarray, grid: int = CLASSIFY_GRID)
                     f"(winding number agrees on {100 * agreement:.2f}% of them and the exterior)")
 
 
+def closed_inside(points: np.ndarray, vertices: np.ndarray, faces: np.ndarray, mk: MeshKind,
+                  distance: np.ndarray | None = None) -> np.ndarray:
+    """(N,) bool: inside a closed mesh, winding number above 1/2, evaluated at as few points as possible.
+
+    A point takes its nearest node's winding number (``mk.winding``) when the segment between them cannot cross
+    a face: when the node is off the wall (over ``WALL_VOXELS`` voxels from the surface, the point within half
+    a voxel diagonal of it), or when the point's exact ``distance`` (N,) to the faces, if given, exceeds the
+    segment's length (the ball of that radius around the point holds no face). The others, within about half a
+    voxel of the surface, pay for their own winding number.
+    """
+    v = nearest_node(points, mk.grid)
+    result = mk.winding[v[:, 0], v[:, 1], v[:, 2]] > 0.5
+    settled = mk.labels[v[:, 0], v[:, 1], v[:, 2]] != WALL
+    if distance is not None:
+        settled |= distance > np.linalg.norm(points - node_coords(v, mk.grid), axis=1)
+    own = np.nonzero(~settled)[0]
+    result[own] = winding_number(points[own], vertices, faces) > 0.5
+    return result
+
+
 def inside(points: np.ndarray, vertices: np.ndarray, faces: np.ndarray, mk: MeshKind,
-           nearest: np.ndarray | None = None) -> np.ndarray:
+           nearest: np.ndarray | None = None, distance: np.ndarray | None = None) -> np.ndarray:
     """(N,) bool: whether each (N, 3) point lies inside the solid the mesh describes.
 
-    closed: winding number above 1/2. leaky: the robust sign of the module docstring (``nearest``, the (N, 3)
-    nearest surface points, saves recomputing them). sheet: nothing is inside.
+    closed: ``closed_inside`` (``distance``, the (N,) exact distances to the faces, spares most points their
+    winding number). leaky: the robust sign of the module docstring (``nearest``, the (N, 3) nearest surface
+    points, saves recomputing them). sheet: nothing is inside.
     """
     points = np.ascontiguousarray(points, dtype=np.float64)
     if mk.kind == "closed":
-        return winding_number(points, vertices, faces) > 0.5
+        return closed_inside(points, vertices, faces, mk, distance)
     if mk.kind == "sheet":
         return np.zeros(len(points), dtype=bool)
     res, h = mk.grid, cell_size(mk.grid)
@@ -219,7 +270,7 @@ def target_sdf(points: np.ndarray, vertices: np.ndarray, faces: np.ndarray, mk: 
     distance, nearest = nearest_surface(points, vertices, faces)
     if mk.kind == "sheet":
         return distance - shell
-    return np.where(inside(points, vertices, faces, mk, nearest), -distance, distance)
+    return np.where(inside(points, vertices, faces, mk, nearest, distance), -distance, distance)
 
 
 def occupancy_grid(vertices: np.ndarray, faces: np.ndarray, mk: MeshKind, res: int) -> np.ndarray:

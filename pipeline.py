@@ -152,10 +152,11 @@ def prepare_mesh(mesh_path: Path, job: Job, work: RunPaths) -> Prepared:
         mesh = load_mesh(mesh_path)
         watertight = mesh.watertight
         mesh, norm = normalize_mesh(mesh)
+        watch.lap("load")
         field = TargetField.of(mesh, cfg.sheet_shell, cfg.sphere_grid)
         log.info("%s: %d vertices, %d faces, %s (%s)", mesh_path.name, len(mesh.vertices), len(mesh.faces),
                  field.kind, field.analysis.reason)
-        watch.lap("load")
+        watch.lap("classify")
         spheres = voxels = None
         if job.arch.has_spheres:
             spheres = cached_key_spheres(mesh_path, field, cfg.num_spheres, cfg.sphere_grid, cfg.sphere_min_radius,

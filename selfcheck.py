@@ -11,7 +11,11 @@ from __future__ import annotations
 import numpy as np
 import trimesh
 
+from field import dense_grid
+from grid import lattice
+from mesh_kind import TargetField, nearest_surface
 from metrics import chamfer, normal_consistency
+from modelmesher import mesh_from_volume
 from sphere_sampler import sample_surface
 
 CHAMFER_SAMPLES = 131072   # area-uniform samples per surface (the paper's count); ground truth seed 0, reconstruction 1
@@ -68,3 +72,21 @@ def self_check(gt_points: np.ndarray, gt_normals: np.ndarray, parts_in: int, rec
             "self_cd2_rec_to_gt": float(scores["cd2_rec_to_gt"]),
             "normal_consistency": float(scores["normal_consistency"]), "parts_in": parts_in, "parts_out": parts_out,
             "warning": warning(scores["cd2"], scores["cd2_gt_to_rec"], scores["cd2_rec_to_gt"])}
+
+
+def target_reconstruction(field: TargetField, res: int) -> trimesh.Trimesh | None:
+    """The training target itself meshed as a trained network is (marching cubes at ``res``^3 nodes; a sheet's
+    shell moved back onto its faces, as ``modelmesher`` projects a shell field): the best a perfect network can
+    ship at that resolution. None when the target has no zero crossing on the grid.
+
+    Its self-check (``target_cd2``) separates the two ways a row goes wrong: a high ``self_cd2`` over a low
+    ``target_cd2`` is the network's failure; a high ``target_cd2`` says the target (kind, sign) or the
+    resolution cannot represent the input (walls thinner than a node step, inner faces a solid cannot have).
+    """
+    volume = field.sdf(dense_grid(lattice(res), np.arange(res)).numpy()).reshape(res, res, res)  # the mesher's lattice
+    if not volume.min() < 0 < volume.max():
+        return None
+    vertices, faces = mesh_from_volume(volume, level=0.0)
+    if field.kind == "sheet":
+        vertices = nearest_surface(vertices, field.vertices, field.faces)[1]
+    return trimesh.Trimesh(vertices, faces, process=False)

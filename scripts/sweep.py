@@ -19,6 +19,7 @@ from __future__ import annotations
 import argparse
 import csv
 import io
+import json
 import math
 import sys
 from pathlib import Path
@@ -30,11 +31,13 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 import train_series  # noqa: E402
 from common import InputError, RunPaths, atomic_write_text, list_meshes, mesh_name, run_main  # noqa: E402
-from selfcheck import CHAMFER_SAMPLES, WARN_CD2, parts, self_check  # noqa: E402
+from mesh_kind import TargetField  # noqa: E402
+from selfcheck import CHAMFER_SAMPLES, WARN_CD2, parts, self_check, target_reconstruction  # noqa: E402
 from sphere_sampler import load_mesh, normalize_mesh, sample_surface  # noqa: E402
 
 FIELDS = ["mesh", "category", "kind", "faces", "parts_in", "parts_out", "status", "self_cd2", "self_cd2_gt_to_rec",
-          "self_cd2_rec_to_gt", "normal_consistency", "warning", "seconds"]
+          "self_cd2_rec_to_gt", "normal_consistency", "warning", "target_cd2", "target_cd2_gt_to_rec",
+          "target_cd2_rec_to_gt", "target_parts", "seconds"]
 WORST = 15
 
 
@@ -85,7 +88,25 @@ def score(mesh_path: Path, run: Path) -> dict:
     return {**check, "kind": info["kind"], "faces": info["mesh"]["faces"], "seconds": info["seconds"]}
 
 
-def sweep_rows(mesh_folder: Path, run: Path, category: dict[str, str]) -> list[dict]:
+def target_score(mesh_path: Path, run: Path, cache: Path) -> dict:
+    """The self-check of the mesh's training target meshed at the run's ``mesh_res``
+    (``selfcheck.target_reconstruction``), as ``target_*`` keys; cached in ``cache/<mesh>.json``."""
+    cached = cache / f"{mesh_name(mesh_path)}.json"
+    if cached.is_file():
+        return json.loads(cached.read_text())
+    cfg = torch.load(RunPaths(run / mesh_name(mesh_path)).checkpoint, map_location="cpu", weights_only=True)["config"]
+    mesh, _ = normalize_mesh(load_mesh(mesh_path))
+    field = TargetField.of(mesh, cfg["sheet_shell"], cfg["sphere_grid"])
+    check = self_check(*sample_surface(mesh, CHAMFER_SAMPLES, seed=0), parts(mesh),
+                       target_reconstruction(field, cfg["mesh_res"]))
+    result = {"target_cd2": check["self_cd2"], "target_cd2_gt_to_rec": check.get("self_cd2_gt_to_rec"),
+              "target_cd2_rec_to_gt": check.get("self_cd2_rec_to_gt"), "target_parts": check["parts_out"]}
+    cache.mkdir(parents=True, exist_ok=True)
+    atomic_write_text(cached, json.dumps(result))
+    return result
+
+
+def sweep_rows(mesh_folder: Path, run: Path, category: dict[str, str], with_target: bool = True) -> list[dict]:
     rows = []
     failed = {p.name[:-len(".failed.txt")]: p.read_text().strip() for p in run.glob("*.failed.txt")}
     for path in list_meshes(mesh_folder):
@@ -93,6 +114,8 @@ def sweep_rows(mesh_folder: Path, run: Path, category: dict[str, str]) -> list[d
         row = {"mesh": name, "category": category.get(name, "all")}
         if RunPaths(run / name).checkpoint.is_file():
             row.update(status="ok", **score(path, run))
+            if with_target:
+                row.update(target_score(path, run, run.parent / "target"))
         else:
             row.update(status=f"failed: {failed[name]}" if name in failed else "not trained")
         rows.append(row)
@@ -118,13 +141,16 @@ def distribution(rows: list[dict]) -> str:
 def worst_table(rows: list[dict]) -> str:
     ok = sorted((r for r in rows if r["status"] == "ok"),
                 key=lambda r: -(math.inf if r.get("self_cd2") is None else r["self_cd2"]))[:WORST]
-    lines = ["| mesh | category | kind | faces | parts in -> out | CD2 | input to recon. | recon. to input | warning |",
-             "|---|---|---|---|---|---|---|---|---|"]
+    lines = ["| mesh | category | kind | faces | parts in -> out | CD2 | input to recon. | recon. to input | warning "
+             "| target CD2 | cause |", "|---|---|---|---|---|---|---|---|---|---|---|"]
     for r in ok:
         cd2 = "-" if r.get("self_cd2") is None else f"{r['self_cd2']:.4f}"
+        target = r.get("target_cd2", math.nan)
+        target = math.inf if target is None else target
+        cause = "-" if not r["warning"] or math.isnan(target) else ("target" if target > WARN_CD2 else "network")
         lines.append(f"| {r['mesh']} | {r['category']} | {r['kind']} | {r['faces']} | {r['parts_in']} -> "
                      f"{r['parts_out']} | {cd2} | {r.get('self_cd2_gt_to_rec', math.nan):.4f} | "
-                     f"{r.get('self_cd2_rec_to_gt', math.nan):.4f} | {r['warning'] or '-'} |")
+                     f"{r.get('self_cd2_rec_to_gt', math.nan):.4f} | {r['warning'] or '-'} | {target:.4f} | {cause} |")
     return "\n".join(lines) + "\n"
 
 
@@ -153,6 +179,8 @@ def main(argv=None) -> int:
     parser.add_argument("--config", default="configs/default.yaml", help="training config (default: default.yaml)")
     parser.add_argument("--shard", metavar="I/N", help="train only shard I of N of the sweep's meshes")
     parser.add_argument("--table", action="store_true", help="only tabulate what is on disk")
+    parser.add_argument("--no-target", action="store_true",
+                        help="skip the target's own score (target_cd2: the training target meshed at mesh_res)")
     args, overrides = parser.parse_known_args(argv)
     out = Path(args.out)
     mesh_dir = Path(args.mesh_dir) if args.mesh_dir else out / "meshes"
@@ -166,7 +194,7 @@ def main(argv=None) -> int:
                            "--quiet", *(["--shard", args.shard] if args.shard else []), *overrides])
     if not (out / "meshes").is_dir() or not (out / "run").is_dir():
         raise InputError(f"{out}: no sweep there (no meshes/ or run/)")
-    sys.stdout.write(write_tables(out, sweep_rows(out / "meshes", out / "run", category)))
+    sys.stdout.write(write_tables(out, sweep_rows(out / "meshes", out / "run", category, not args.no_target)))
     return 0
 
 

@@ -40,3 +40,30 @@ def test_parts_counts_pieces_of_a_soup_not_triangles():
     assert selfcheck.parts(soup) == 1
     two = trimesh.util.concatenate([box, box.copy().apply_translation([3, 0, 0])])
     assert selfcheck.parts(mesh(two)) == 2
+
+
+def score_of_target(tm, res, shell=0.02):
+    from mesh_kind import TargetField
+
+    field = TargetField.of(mesh(tm), shell, grid=32)
+    samples = selfcheck.sample_surface(mesh(tm), selfcheck.CHAMFER_SAMPLES, seed=0)
+    return field.kind, selfcheck.self_check(*samples, selfcheck.parts(mesh(tm)),
+                                            selfcheck.target_reconstruction(field, res))
+
+
+def test_the_target_of_a_ball_meshes_back_onto_the_ball_and_a_plate_thinner_than_a_step_does_not():
+    kind, ball = score_of_target(trimesh.creation.icosphere(4, radius=0.6), 32)
+    assert kind == "closed" and ball["self_cd2"] < 0.05 and ball["parts_out"] == 1
+    # a plate 0.02 thick at z = 0, between two planes of the 32-point lattice (z = +-1/31): no point inside
+    kind, plate = score_of_target(trimesh.creation.box([1.0, 1.0, 0.02]), 32)
+    assert kind == "closed" and (plate["self_cd2"] is None or plate["self_cd2"] > 1.0)
+
+
+def test_the_target_of_a_sheet_is_moved_back_onto_the_sheet():
+    sheet = trimesh.Trimesh([[-0.5, -0.5, 0.01], [0.5, -0.5, 0.01], [0.5, 0.5, 0.01], [-0.5, 0.5, 0.01]],
+                            [[0, 1, 2], [0, 2, 3]])
+    from mesh_kind import TargetField
+
+    field = TargetField.of(mesh(sheet), 0.05, grid=32)
+    recon = selfcheck.target_reconstruction(field, 32)
+    assert field.kind == "sheet" and np.abs(recon.vertices[:, 2] - 0.01).max() < 1e-9
