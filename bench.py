@@ -239,8 +239,8 @@ def preparation(mesh_dir: str, arch: Architecture, cfg: TrainConfig, device: tor
                 shard: str | None, quiet: bool = False) -> None:
     """Prepare every mesh of a folder without training (``pipeline.prepare_mesh``) and print the seconds per
     stage: per mesh, then median, p90 and max per stage and the slowest meshes with their faces. With
-    ``csv_path`` the rows are appended there as they finish, and meshes already in it are skipped (resumable;
-    shards may share one file)."""
+    ``csv_path`` the table is rewritten there (whole, atomically) after each mesh, and meshes already in it are
+    skipped (resumable; shards may share one file)."""
     done = {}
     if csv_path and Path(csv_path).is_file():
         done = {r["mesh"]: r for r in csv.DictReader(open(csv_path))}
@@ -344,7 +344,8 @@ def main(argv=None) -> int:
     parser.add_argument("--out", help="with --series: keep the run in this folder (default: a temporary one)")
     parser.add_argument("--prepare", action="store_true",
                         help="only prepare each mesh (load, classify, key spheres, samples): the stages' distribution")
-    parser.add_argument("--csv", help="with --prepare: append the rows here and skip the meshes already in it")
+    parser.add_argument("--csv", help="with --prepare: keep the rows here (rewritten after each mesh) and skip the "
+                                      "meshes already in it")
     parser.add_argument("--shard", metavar="I/N", help="with --prepare: only shard I of N of the meshes")
     add_logging_flags(parser)
     args, overrides = parser.parse_known_args(argv)

@@ -201,37 +201,30 @@ def classify(vertices: np.ndarray, faces: np.ndarray, grid: int = CLASSIFY_GRID)
                     f"(winding number agrees on {100 * agreement:.2f}% of them and the exterior)")
 
 
-def closed_inside(points: np.ndarray, vertices: np.ndarray, faces: np.ndarray, mk: MeshKind,
-                  distance: np.ndarray | None = None) -> np.ndarray:
+def closed_inside(points: np.ndarray, vertices: np.ndarray, faces: np.ndarray, mk: MeshKind) -> np.ndarray:
     """(N,) bool: inside a closed mesh, winding number above 1/2, evaluated at as few points as possible.
 
-    A point takes its nearest node's winding number (``mk.winding``) when the segment between them cannot cross
-    a face: when the node is off the wall (over ``WALL_VOXELS`` voxels from the surface, the point within half
-    a voxel diagonal of it), or when the point's exact ``distance`` (N,) to the faces, if given, exceeds the
-    segment's length (the ball of that radius around the point holds no face). The others, within about half a
-    voxel of the surface, pay for their own winding number.
+    A point whose nearest node is off the wall takes the node's winding number (``mk.winding``): the segment
+    between them cannot cross a face, the node lying over ``WALL_VOXELS`` voxels from the surface and the point
+    within half a voxel diagonal of it. The points whose nearest node is in the wall pay for their own.
     """
     v = nearest_node(points, mk.grid)
     result = mk.winding[v[:, 0], v[:, 1], v[:, 2]] > 0.5
-    settled = mk.labels[v[:, 0], v[:, 1], v[:, 2]] != WALL
-    if distance is not None:
-        settled |= distance > np.linalg.norm(points - node_coords(v, mk.grid), axis=1)
-    own = np.nonzero(~settled)[0]
+    own = np.nonzero(mk.labels[v[:, 0], v[:, 1], v[:, 2]] == WALL)[0]
     result[own] = winding_number(points[own], vertices, faces) > 0.5
     return result
 
 
 def inside(points: np.ndarray, vertices: np.ndarray, faces: np.ndarray, mk: MeshKind,
-           nearest: np.ndarray | None = None, distance: np.ndarray | None = None) -> np.ndarray:
+           nearest: np.ndarray | None = None) -> np.ndarray:
     """(N,) bool: whether each (N, 3) point lies inside the solid the mesh describes.
 
-    closed: ``closed_inside`` (``distance``, the (N,) exact distances to the faces, spares most points their
-    winding number). leaky: the robust sign of the module docstring (``nearest``, the (N, 3) nearest surface
-    points, saves recomputing them). sheet: nothing is inside.
+    closed: ``closed_inside``. leaky: the robust sign of the module docstring (``nearest``, the (N, 3) nearest
+    surface points, saves recomputing them). sheet: nothing is inside.
     """
     points = np.ascontiguousarray(points, dtype=np.float64)
     if mk.kind == "closed":
-        return closed_inside(points, vertices, faces, mk, distance)
+        return closed_inside(points, vertices, faces, mk)
     if mk.kind == "sheet":
         return np.zeros(len(points), dtype=bool)
     res, h = mk.grid, cell_size(mk.grid)
@@ -270,7 +263,7 @@ def target_sdf(points: np.ndarray, vertices: np.ndarray, faces: np.ndarray, mk: 
     distance, nearest = nearest_surface(points, vertices, faces)
     if mk.kind == "sheet":
         return distance - shell
-    return np.where(inside(points, vertices, faces, mk, nearest, distance), -distance, distance)
+    return np.where(inside(points, vertices, faces, mk, nearest), -distance, distance)
 
 
 def occupancy_grid(vertices: np.ndarray, faces: np.ndarray, mk: MeshKind, res: int) -> np.ndarray:

@@ -75,15 +75,15 @@ def self_check(gt_points: np.ndarray, gt_normals: np.ndarray, parts_in: int, rec
 
 
 def target_reconstruction(field: TargetField, res: int) -> trimesh.Trimesh | None:
-    """The training target itself meshed as a trained network is (marching cubes at ``res``^3 nodes; a sheet's
-    shell moved back onto its faces, as ``modelmesher`` projects a shell field): the best a perfect network can
-    ship at that resolution. None when the target has no zero crossing on the grid.
+    """The training target itself meshed as a trained network is (marching cubes on the mesher's ``res``^3
+    lattice; a sheet's shell moved back onto its faces, as ``modelmesher`` projects a shell field): the best a
+    perfect network can ship at that resolution. None when the target has no zero crossing on the grid.
 
     Its self-check (``target_cd2``) separates the two ways a row goes wrong: a high ``self_cd2`` over a low
     ``target_cd2`` is the network's failure; a high ``target_cd2`` says the target (kind, sign) or the
     resolution cannot represent the input (walls thinner than a node step, inner faces a solid cannot have).
     """
-    volume = field.sdf(dense_grid(lattice(res), np.arange(res)).numpy()).reshape(res, res, res)  # the mesher's lattice
+    volume = field.sdf(dense_grid(lattice(res), np.arange(res)).numpy()).reshape(res, res, res)
     if not volume.min() < 0 < volume.max():
         return None
     vertices, faces = mesh_from_volume(volume, level=0.0)
