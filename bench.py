@@ -255,7 +255,7 @@ def preparation(mesh_dir: str, arch: Architecture, cfg: TrainConfig, device: tor
             try:
                 prepared = prepare_mesh(path, Job(Path(tmp), arch, cfg, device, force=True), work)
             except InputError as err:
-                log.warning("%s: %s", path.name, err)
+                log.warning("%s", err)  # the error names the file
                 continue
             row = {"mesh": path.stem, "faces": prepared.mesh["faces"], "kind": prepared.kind,
                    **{s: f"{prepared.timings.get(s, 0.0):.2f}" for s in PREPARATION}}
