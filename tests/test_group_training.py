@@ -8,6 +8,7 @@ import trimesh
 
 import architectures
 import common
+import NeuralImplicit
 import training
 
 KEYSPHERE = architectures.get("keysphere")
@@ -104,3 +105,22 @@ def test_hard_examples_change_only_their_networks_points_and_none_found_is_fine(
     monkeypatch.setattr(training, "sample_hard_points", lambda *a, **k: (torch.zeros(0, 3), torch.zeros(0)))
     [nothing] = training.train_group(KEYSPHERE, args, cfg, [mined], torch.device("cpu"))
     assert torch.equal(nothing.points, mined.points)
+
+
+@pytest.mark.parametrize("k_count", [1, 2])
+def test_the_hand_written_step_has_autograds_loss_and_gradients(k_count):
+    members = [member(name, seed, radius) for name, seed, radius in (("a", 1, 0.5), ("b", 2, 0.3))][:k_count]
+    args = KEYSPHERE.model_args(CFG, 8)
+    stack = training.NetworkStack.new(KEYSPHERE, args, [m.spheres for m in members], 0, torch.device("cpu"))
+    x = stack.precompute(torch.stack([m.points for m in members]))
+    y = torch.stack([m.sdf for m in members])
+    loss = stack.step(x, y)
+    hand = {name: p.grad.clone() for name, p in stack.params.items()}
+    for p in stack.params.values():
+        p.grad = None
+    out = NeuralImplicit.mlp_forward(stack.layers(), x, stack.slope)
+    reference = (out - y).abs().mean(-1)
+    reference.sum().backward()
+    assert torch.allclose(loss, reference.detach(), rtol=1e-5)
+    for name, p in stack.params.items():
+        assert torch.allclose(hand[name], p.grad, rtol=1e-4, atol=1e-7), name

@@ -36,14 +36,42 @@ def test_the_broken_corpus_is_classified_as_expected(name):
     assert mk.classify(mesh.vertices, mesh.faces, grid=32).kind == expected, name
 
 
-def test_closed_targets_are_igls_signed_distance_bit_for_bit():
+def box_sdf(points: np.ndarray, half: np.ndarray) -> np.ndarray:
+    """(N,) exact signed distance of (N, 3) points to the axis-aligned box of (3,) half extents at the origin."""
+    q = np.abs(points) - half
+    return np.linalg.norm(np.maximum(q, 0), axis=1) + np.minimum(q.max(axis=1), 0)
+
+
+@pytest.mark.parametrize("subdivisions", [0, 2])
+def test_closed_targets_of_a_box_of_few_large_triangles_are_its_exact_signed_distance(subdivisions):
+    box = trimesh.creation.box((1.22, 0.82, 0.52))  # 12 faces, the CAD case; subdivided: 192 faces
+    for _ in range(subdivisions):
+        box = box.subdivide()
+    mesh = ss.Mesh(np.asarray(box.vertices), np.asarray(box.faces, dtype=np.int64))
+    field = mk.TargetField.of(mesh, 0.01, grid=32)
+    assert field.kind == "closed"
+    rng = np.random.default_rng(0)
+    points = np.concatenate([rng.uniform(-1, 1, (4000, 3)), rng.normal(0, 0.02, (4000, 3)) +
+                             box.sample(4000, seed=1)])  # near the faces too, where the sign is decided per point
+    assert np.allclose(field.sdf(points), box_sdf(points, np.array([0.61, 0.41, 0.26])), atol=1e-9)
+    inside = box_sdf(grid.node_points(32), np.array([0.61, 0.41, 0.26])) < 0  # faces off the lattice
+    assert np.array_equal(field.occupancy(32).ravel(), inside)
+
+
+def test_closed_targets_of_a_curved_mesh_are_the_exact_distance_with_igls_sign():
     mesh = sphere()
-    points = np.random.default_rng(0).uniform(-1, 1, (5000, 3))
+    rng = np.random.default_rng(0)
+    tm = trimesh.Trimesh(mesh.vertices, mesh.faces, process=False)
+    points = np.concatenate([rng.uniform(-1, 1, (5000, 3)), tm.sample(5000, seed=1) + rng.normal(0, 0.02, (5000, 3))])
     field = mk.TargetField.of(mesh, 0.01, grid=32)
     assert field.kind == "closed" and field.shell == 0
+    sdf = field.sdf(points)
+    distance, _ = mk.nearest_surface(points, mesh.vertices, mesh.faces)
+    assert np.array_equal(np.abs(sdf), distance)
     before, *_ = igl.signed_distance(points, mesh.vertices, mesh.faces,
-                                     sign_type=igl.SIGNED_DISTANCE_TYPE_FAST_WINDING_NUMBER)
-    assert np.array_equal(field.sdf(points), before)
+                                     sign_type=igl.SIGNED_DISTANCE_TYPE_FAST_WINDING_NUMBER)  # (1 - 2|w|) d
+    assert np.array_equal(sdf < 0, before < 0)
+    assert np.allclose(sdf, before, rtol=1e-2, atol=1e-12)
     assert np.array_equal(field.occupancy(32), mk.winding_number(grid.node_points(32), mesh.vertices, mesh.faces)
                           .reshape(32, 32, 32) > 0.5)
 
@@ -139,3 +167,13 @@ def test_the_broken_corpus_goes_through_the_pipeline_with_its_kinds(tmp_path):
         recon = tmp_path / "run" / name / "reconstruction.ply"
         if recon.is_file():
             assert np.abs(trimesh.load(recon, force="mesh").vertices).max() < 1.1, name
+
+
+def test_the_sampled_agreement_of_a_leaky_sphere_matches_every_nodes():
+    mesh = normalized(CORPUS["sphere-with-hole"][0])
+    labels = mk.wall_labels(mesh.vertices, mesh.faces, 32)
+    every = mk.winding_number(grid.node_points(32), mesh.vertices, mesh.faces).reshape(32, 32, 32)
+    full, low, high = mk.winding_agreement(mesh.vertices, mesh.faces, labels, every)
+    assert mk.winding_agreement(mesh.vertices, mesh.faces, labels, samples=32 ** 3) == (full, low, high)
+    sampled, *_ = mk.winding_agreement(mesh.vertices, mesh.faces, labels, samples=4000)
+    assert full > 0.99 and abs(sampled - full) < 4 * np.sqrt(full * (1 - full) / 4000) + 1e-3

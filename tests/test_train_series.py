@@ -1,4 +1,5 @@
 import csv
+import dataclasses
 import shutil
 import signal
 import subprocess
@@ -13,6 +14,7 @@ from conftest import ROOT, TINY, train
 import architectures
 import checkpoint
 import common
+import pipeline
 import train_series
 
 
@@ -192,22 +194,40 @@ def test_two_workers_train_the_series_and_report_a_failure(tmp_path, tiny_series
     assert rows["ball"]["final_loss"] == summary(trained_series[1])["ball"]["final_loss"]
 
 
-def test_a_group_trains_like_one_network_at_a_time_and_a_bad_mesh_spares_it(tmp_path, trained_series):
-    folder, alone = trained_series
-    out = tmp_path / "group"
-    assert train(folder, out, "--group=3", "--workers=1") == 0
-    rows = summary(out)
+def test_a_group_trains_like_one_network_at_a_time_and_a_bad_mesh_spares_it(tmp_path, trained_series, monkeypatch):
+    """The pipeline hands a group the same training data and recipe as each mesh alone, and gets the same
+    networks back. One epoch (62 steps): batched and single matrix kernels round differently, and over a long
+    training that difference grows along a chaotic trajectory (training.train_group's own test bounds it per
+    step); here it stays near float rounding (3e-8 at 2 threads)."""
+    folder, _ = trained_series
+    calls = []
+
+    def recording(arch, model_args, cfg, members, *rest):
+        calls.append((model_args, dataclasses.replace(cfg, group=0), members))
+        return real(arch, model_args, cfg, members, *rest)
+
+    real = pipeline.train_group
+    monkeypatch.setattr(pipeline, "train_group", recording)
+    out = {mode: tmp_path / mode for mode in ("group", "alone")}
+    assert train(folder, out["group"], "--group=3", "--workers=1", "--epochs=1") == 0
+    assert train(folder, out["alone"], "--epochs=1") == 0
+    [(args, cfg, grouped)], alone = calls[:1], calls[1:]
+    assert [m.name for m in grouped] == [c[2][0].name for c in alone] == ["ball", "box"]
+    for member, (alone_args, alone_cfg, [single]) in zip(grouped, alone):
+        assert args == alone_args and cfg == alone_cfg
+        for key in ("spheres", "points", "sdf"):
+            assert torch.equal(getattr(member, key), getattr(single, key)), (member.name, key)
+    rows = summary(out["group"])
     assert [rows[n]["status"] for n in ("ball", "box")] == ["ok", "ok"]
     assert all(rows[n]["status"].startswith("failed") for n in ("broken", "cloud", "nan"))
-    assert not list(out.glob(".*"))
+    assert not list(out["group"].glob(".*"))
     for name in ("ball", "box"):
-        grouped, info = checkpoint.load_checkpoint(out / name / "model.pt")
-        single, alone_info = checkpoint.load_checkpoint(alone / name / "model.pt")
-        # batched and single matrix kernels round differently; over 500 steps that grows to ~1e-3
-        for (key, p), q in zip(grouped.named_parameters(), single.parameters()):
-            assert torch.allclose(p, q, atol=1e-2), (name, key)
-        assert info["loss"] == pytest.approx(alone_info["loss"], rel=0.02)
-        assert (out / name / "reconstruction.ply").is_file()
+        grouped_model, info = checkpoint.load_checkpoint(out["group"] / name / "model.pt")
+        single_model, alone_info = checkpoint.load_checkpoint(out["alone"] / name / "model.pt")
+        for (key, p), q in zip(grouped_model.named_parameters(), single_model.parameters()):
+            assert torch.allclose(p, q, atol=1e-4), (name, key, (p - q).abs().max())
+        assert info["loss"] == pytest.approx(alone_info["loss"], rel=1e-3)
+        assert (out["group"] / name / "reconstruction.ply").is_file()
 
 
 def test_a_collapsed_training_is_retried_at_half_the_rate(tmp_path, tiny_series):
