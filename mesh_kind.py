@@ -202,13 +202,12 @@ def classify(vertices: np.ndarray, faces: np.ndarray, grid: int = CLASSIFY_GRID)
     """
     watertight, consistent = topology(vertices, faces)
     labels = wall_labels(vertices, faces, grid)
-    winding = winding_grid(vertices, faces, labels) if watertight and consistent else None
-    agreement, low, high = winding_agreement(vertices, faces, labels, winding)
-    if winding is not None:
-        low, high = float(winding.min()), float(winding.max())
-    one_layer = low > -0.5 and high < 1.5
-    if watertight and consistent and one_layer:
+    closed_surface = watertight and consistent
+    winding = winding_grid(vertices, faces, labels) if closed_surface else None
+    if winding is not None and winding.min() > -0.5 and winding.max() < 1.5:
         return MeshKind("closed", grid, winding, labels, True, "watertight and consistently oriented")
+    agreement, low, high = winding_agreement(vertices, faces, labels, winding)
+    one_layer = not closed_surface and low > -0.5 and high < 1.5  # a closed surface got here for its layers
     interior = labels == INSIDE
     problems = ", ".join(p for p, bad in (("not watertight", not watertight),
                                           ("inconsistently oriented", not consistent),
@@ -231,24 +230,25 @@ def closed_inside(points: np.ndarray, vertices: np.ndarray, faces: np.ndarray, m
     """
     v = nearest_node(points, mk.grid)
     result = mk.winding[v[:, 0], v[:, 1], v[:, 2]] > 0.5
-    own = mk.labels[v[:, 0], v[:, 1], v[:, 2]] == WALL
+    own = np.nonzero(mk.labels[v[:, 0], v[:, 1], v[:, 2]] == WALL)[0]
     if distance is not None:
-        own &= distance <= np.linalg.norm(points - node_coords(v, mk.grid), axis=1) * (1 + 1e-9) + 1e-12
-    own = np.nonzero(own)[0]
+        to_node = np.linalg.norm(points[own] - node_coords(v[own], mk.grid), axis=1)
+        own = own[distance[own] <= to_node * (1 + 1e-9) + 1e-12]
     result[own] = winding_number(points[own], vertices, faces) > 0.5
     return result
 
 
 def inside(points: np.ndarray, vertices: np.ndarray, faces: np.ndarray, mk: MeshKind,
-           nearest: np.ndarray | None = None) -> np.ndarray:
+           nearest: np.ndarray | None = None, distance: np.ndarray | None = None) -> np.ndarray:
     """(N,) bool: whether each (N, 3) point lies inside the solid the mesh describes.
 
-    closed: ``closed_inside``. leaky: the robust sign of the module docstring (``nearest``, the (N, 3) nearest
-    surface points, saves recomputing them). sheet: nothing is inside.
+    closed: ``closed_inside`` (``distance``, the (N,) exact distances, lets more points take a node's sign).
+    leaky: the robust sign of the module docstring (``nearest``, the (N, 3) nearest surface points, saves
+    recomputing them). sheet: nothing is inside.
     """
     points = np.ascontiguousarray(points, dtype=np.float64)
     if mk.kind == "closed":
-        return closed_inside(points, vertices, faces, mk)
+        return closed_inside(points, vertices, faces, mk, distance)
     if mk.kind == "sheet":
         return np.zeros(len(points), dtype=bool)
     res, h = mk.grid, cell_size(mk.grid)
@@ -284,11 +284,9 @@ def target_sdf(points: np.ndarray, vertices: np.ndarray, faces: np.ndarray, mk: 
     half-thickness shell)."""
     points = np.ascontiguousarray(points, dtype=np.float64)
     distance, nearest = nearest_surface(points, vertices, faces)
-    if mk.kind == "closed":
-        return np.where(closed_inside(points, vertices, faces, mk, distance), -distance, distance)
     if mk.kind == "sheet":
         return distance - shell
-    return np.where(inside(points, vertices, faces, mk, nearest), -distance, distance)
+    return np.where(inside(points, vertices, faces, mk, nearest, distance), -distance, distance)
 
 
 def occupancy_grid(vertices: np.ndarray, faces: np.ndarray, mk: MeshKind, res: int) -> np.ndarray:
