@@ -3,7 +3,7 @@ surface is not closed (not watertight, or inconsistently oriented): the meshes w
 
     python scripts/kind_table.py [CORPUS_DIR] > results/preparation/not-closed-classify-after.csv
 
-CORPUS_DIR holds manifest.csv (default ../shared/corpus). Prints CSV rows without a header line.
+CORPUS_DIR holds manifest.csv (default ../shared/corpus). Prints CSV with its header line.
 """
 
 from __future__ import annotations
@@ -27,6 +27,7 @@ def main() -> int:
     corpus = Path(sys.argv[1] if len(sys.argv) > 1 else "../shared/corpus")
     with open(corpus / "manifest.csv") as f:
         rows = list(csv.DictReader(f))
+    sys.stdout.write("mesh,kind,trust_winding,agreement_percent,classify_s,faces\n")
     for row in rows:
         mesh, _ = normalize_mesh(load_mesh(corpus / row["file"]))
         if all(mesh_kind.topology(mesh.vertices, mesh.faces)):
