@@ -24,8 +24,8 @@ from nglod import NGLODSDF
 SPHERE_KEYS = ("num_spheres", "sphere_min_radius", "layers", "width", "feature_dim", "sphere_weighting",
                "train_on_spheres")
 NI_KEYS = ("ni_layers", "ni_width")
-NGLOD_KEYS = ("nglod_lods", "nglod_base_res", "nglod_features", "nglod_hidden", "nglod_margin", "nglod_lr",
-              "nglod_bits")
+NGLOD_KEYS = ("nglod_lods", "nglod_base_res", "nglod_features", "nglod_hidden", "nglod_margin",
+              "nglod_voxel_fraction", "nglod_lr", "nglod_bits")
 LAYERWISE_FIT_KEYS = ("qat_epochs", "qat_lr", "fit")  # the MLPs' codec fit (quantization.py)
 
 
@@ -178,7 +178,8 @@ REGISTRY: dict[str, Architecture] = {a.name: a for a in (
     Architecture("nglod", "NGLOD: feature grids on a sparse octree, a decoder per level of detail", NGLODSDF,
                  "octree", NGLOD_KEYS,
                  lambda cfg, _: {"lods": cfg.nglod_lods, "base_res": cfg.nglod_base_res,
-                                 "feature_dim": cfg.nglod_features, "hidden": cfg.nglod_hidden},
+                                 "feature_dim": cfg.nglod_features, "hidden": cfg.nglod_hidden,
+                                 "margin": cfg.nglod_margin},
                  lambda cfg: 0, lambda spheres: 3, renamed_keys={"lr": "nglod_lr", "codec_bits": "nglod_bits"},
                  unstored=("voxels",), unstored_values=lambda model: {"voxels": model.voxels}),
 )}

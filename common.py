@@ -99,6 +99,7 @@ class TrainConfig:
     nglod_features: int = 32
     nglod_hidden: int = 128
     nglod_margin: int = 1
+    nglod_voxel_fraction: float = 0.1
     nglod_lr: float = 0.01
     nglod_bits: int = 10
     pool_uniform: int = 1_000_000

@@ -47,7 +47,7 @@ from mesh_kind import TargetField, winding_number
 from metrics import chamfer, exact_chamfer, fscore, iou
 from modelmesher import mesh_model
 from render import COLORS, Camera, render_field, render_mesh, save_panels, sphere_meshes
-from selfcheck import CHAMFER_SAMPLES, surface_scores, warning
+from selfcheck import CHAMFER_SAMPLES, far_surface, surface_scores, warning
 from sphere_sampler import Mesh, load_mesh, normalize_mesh, sample_surface
 
 log = logging.getLogger("keysphere")
@@ -56,7 +56,8 @@ IOU_SAMPLES = 100_000
 NEAR_SURFACE_STD = 0.01
 SDF_GRID_RES = 32
 METRICS = ("cd2", "cd2_gt_to_rec", "cd2_rec_to_gt", "cd1", "cd2_exact", "cd1_exact", "giou", "iou",
-           "normal_consistency", "fscore", "sdf_grid", "sdf_surface", "sdf_importance", "floor_cd2")
+           "normal_consistency", "fscore", "sdf_grid", "sdf_surface", "sdf_importance", "floor_cd2", "far_area",
+           "floaters")
 TABLE_METRICS = (("cd2", "CD2", "{:.4f}"), ("giou", "gIoU", "{:.2f}"), ("fscore", "F@0.01", "{:.3f}"),
                  ("normal_consistency", "NC", "{:.3f}"), ("numbers", "numbers", "{:.0f}"), ("bytes", "bytes", "{:.0f}"),
                  ("seconds", "s", "{:.0f}"))
@@ -172,8 +173,8 @@ def evaluate_run(gt: GroundTruth, run_dir: Path, name: str, device,
     points, normals = sample_surface(recon, CHAMFER_SAMPLES, seed=1)
     scores = surface_scores(gt.points, gt.normals, points, normals)
     row.update({k: scores[k] for k in ("cd2", "cd2_rec_to_gt", "cd2_gt_to_rec", "cd1", "normal_consistency")},
-               fscore=fscore(scores["d_rec"], scores["d_gt"]),
-               warning=warning(scores["cd2"], scores["cd2_gt_to_rec"], scores["cd2_rec_to_gt"]))
+               fscore=fscore(scores["d_rec"], scores["d_gt"]), **far_surface(recon, scores["d_rec"], gt.points))
+    row["warning"] = warning(scores["cd2"], scores["cd2_gt_to_rec"], scores["cd2_rec_to_gt"], row["floaters"])
     row["cd2_exact"], row["cd1_exact"] = exact_chamfer(points, recon, gt.points, gt.mesh)
     if gt.iou_inside is None:  # a sheet encloses nothing: IoU is undefined, not 0
         row["giou"] = row["iou"] = math.nan

@@ -7,8 +7,9 @@ the surface, and their ancestors). A point's feature at LOD k is the sum over le
 interpolation of that level's corner features (a corner no occupied voxel has contributes zero); decoder k,
 Linear(3 + F, hidden), ReLU, Linear(hidden, 1), maps [xyz, feature] to the signed distance. Outside the
 octree the field takes the octree's own sign (a flood fill of its empty voxels) and at least half a voxel's
-magnitude: NGLOD's renderer meets surfaces only inside its octree, and so do our marching cubes. "LOD k" in tables
-is 1-based as in the NGLOD paper: LOD 3 is level 2, a grid of 16^3.
+magnitude: NGLOD's renderer meets surfaces only inside its octree, and so do our marching cubes. In the
+margin's outer layer, where no surface passed, it keeps that sign too (``confine``). "LOD k" in tables is
+1-based as in the NGLOD paper: LOD 3 is level 2, a grid of 16^3.
 """
 
 from __future__ import annotations
@@ -16,6 +17,7 @@ from __future__ import annotations
 import zlib
 
 import numpy as np
+import scipy.ndimage
 import torch
 import torch.nn.functional as F
 from torch import nn
@@ -44,6 +46,25 @@ def occupied_voxels(surface_points: np.ndarray, res: int, margin: int = 1) -> np
         shifts = np.stack(np.meshgrid(r, r, r, indexing="ij"), -1).reshape(-1, 3)
         idx = np.unique(np.clip((idx[:, None] + shifts[None]).reshape(-1, 3), 0, res - 1), axis=0)
     return idx
+
+
+def sample_in_voxels(voxels: np.ndarray, res: int, count: int, seed: int) -> np.ndarray:
+    """Points uniform in the union of voxels of a ``res``^3 grid over [-1, 1]^3 (every voxel equally likely).
+
+    Parameters
+    ----------
+    voxels : (V, 3) int array of voxel indices, V > 0
+    res : voxels per axis
+    count : points drawn
+    seed : seeds the draw
+
+    Returns
+    -------
+    (count, 3) float32 array.
+    """
+    rng = np.random.default_rng(seed)
+    cells = np.asarray(voxels, dtype=np.float64)[rng.integers(0, len(voxels), count)]
+    return ((cells + rng.random((count, 3))) * (2.0 / res) - 1.0).astype(np.float32)
 
 
 def octree_levels(finest: np.ndarray, levels: int) -> list[np.ndarray]:
@@ -104,15 +125,38 @@ def trilinear(points: torch.Tensor, features: torch.Tensor, lookup: torch.Tensor
     return F.embedding_bag(rows, features, per_sample_weights=w.to(features.dtype), mode="sum")
 
 
-def outside_signs(voxels: np.ndarray, res: int) -> np.ndarray:
-    """The sign of the empty voxels of a ``res``^3 grid whose occupied ``voxels`` (V, 3) hold the surface:
-    +1 where they connect (6-neighbours) to the grid's border, -1 where the occupied voxels enclose them, 0
-    in the occupied voxels. (res, res, res) int8 array."""
+def outside_signs(voxels: np.ndarray, res: int, surface_voxels: np.ndarray | None = None) -> np.ndarray:
+    """The sign a level's field is held to, per voxel of a ``res``^3 grid whose occupied ``voxels`` (V, 3) hold
+    the surface and its margin. (res, res, res) int8 array:
+
+    - 0 in the ``surface_voxels`` (S, 3), those the surface may pass through (default: all occupied ones):
+      the network's own field;
+    - +-1 in the other occupied voxels (the margin, where no surface is): the sign only;
+    - +-2 in the empty voxels: the sign and at least half a voxel's magnitude.
+
+    The sign is + where a voxel connects (6-neighbours, outside the surface voxels) to the grid's border and
+    - where the surface voxels enclose it."""
     occupied = np.zeros((res,) * 3, dtype=bool)
     occupied[tuple(np.asarray(voxels, dtype=np.int64).reshape(-1, 3).T)] = True
-    signs = np.where(exterior(occupied), 1, -1).astype(np.int8)
-    signs[occupied] = 0
+    surface = occupied
+    if surface_voxels is not None:
+        surface = np.zeros_like(occupied)
+        surface[tuple(np.asarray(surface_voxels, dtype=np.int64).reshape(-1, 3).T)] = True
+    signs = np.where(exterior(surface), 1, -1).astype(np.int8) * np.where(occupied, 1, 2).astype(np.int8)
+    signs[surface] = 0
     return signs
+
+
+def surface_superset(voxels: np.ndarray, res: int, margin: int) -> np.ndarray:
+    """The occupied ``voxels`` (V, 3) of a ``res``^3 grid, grown by ``margin`` (``occupied_voxels``), shrunk by
+    it again: (S, 3) voxels that hold every voxel the surface passed through (the margin's outer layers,
+    where it did not, removed). ``margin`` 0: the voxels themselves."""
+    if margin == 0 or len(voxels) == 0:
+        return np.asarray(voxels, dtype=np.int64).reshape(-1, 3)
+    grid = np.zeros((res,) * 3, dtype=bool)
+    grid[tuple(np.asarray(voxels, dtype=np.int64).T)] = True
+    kept = scipy.ndimage.binary_erosion(grid, np.ones((3, 3, 3), dtype=bool), iterations=margin, border_value=1)
+    return np.argwhere(kept)
 
 
 def octree_bytes(voxels: np.ndarray, levels: int, base_res: int) -> bytes:
@@ -169,13 +213,17 @@ class NGLODSDF(nn.Module):
         Hidden width of each decoder (NGLOD: 128).
     decoders_from : int
         The first LOD (0-based) with a decoder: a file of one LOD (``truncated``) needs no coarser decoders.
+    margin : int
+        The margin ``voxels`` were grown by: level l knows the surface lies within the occupied voxels shrunk by
+        ``margin // 2^(lods - 1 - l)`` (``surface_superset``) and holds the voxels outside to a sign
+        (``confine``). 0 (files written before it was stored): every occupied voxel may hold surface.
     """
 
     def __init__(self, voxels=None, lods: int = 4, base_res: int = 4, feature_dim: int = 32, hidden: int = 128,
-                 decoders_from: int = 0):
+                 decoders_from: int = 0, margin: int = 0):
         super().__init__()
         self.lods, self.base_res, self.feature_dim, self.hidden = lods, base_res, feature_dim, hidden
-        self.decoders_from = decoders_from
+        self.decoders_from, self.margin = decoders_from, margin
         self.lod = lods - 1  # the LOD forward() uses (0-based); ``at_lod`` changes it
         self.decoders = nn.ModuleList(
             nn.Sequential(nn.Linear(3 + feature_dim, hidden), nn.ReLU(), nn.Linear(hidden, 1))
@@ -186,6 +234,10 @@ class NGLODSDF(nn.Module):
     def resolution(self, level: int) -> int:
         return self.base_res * 2 ** level
 
+    def level_margin(self, level: int) -> int:
+        """Voxels of ``level`` every surface voxel's neighbourhood is sure to fill (the margin, coarsened)."""
+        return self.margin // 2 ** (self.lods - 1 - level)
+
     def _build(self, voxels: np.ndarray) -> None:
         """Octree, corners and lookups from the finest voxels; fresh feature tables (NGLOD: N(0, 0.01))."""
         self.register_buffer("voxels", torch.as_tensor(voxels, dtype=torch.int16).reshape(-1, 3))
@@ -194,8 +246,10 @@ class NGLODSDF(nn.Module):
         tables = []
         for level, vox in enumerate(octree_levels(voxels, self.lods)):
             corners = voxel_corners(vox) if len(vox) else np.zeros((0, 3), dtype=np.int64)
-            self.lookups.append(corner_lookup(corners, self.resolution(level)).to(device))
-            self.signs.append(torch.as_tensor(outside_signs(vox, self.resolution(level)), device=device))
+            res = self.resolution(level)
+            self.lookups.append(corner_lookup(corners, res).to(device))
+            surface = surface_superset(vox, res, self.level_margin(level))
+            self.signs.append(torch.as_tensor(outside_signs(vox, res, surface), device=device))
             tables.append(nn.Parameter(0.01 * torch.randn(len(corners), self.feature_dim, device=device)))
         self.features = nn.ParameterList(tables)
 
@@ -224,7 +278,8 @@ class NGLODSDF(nn.Module):
         and decoder ``lod`` only, what a file of that LOD holds."""
         if not self.decoders_from <= lod < self.lods:
             raise ValueError(f"LOD {lod + 1} is not among this model's LODs {self.decoders_from + 1}..{self.lods}")
-        out = NGLODSDF(None, lod + 1, self.base_res, self.feature_dim, self.hidden, decoders_from=lod)
+        out = NGLODSDF(None, lod + 1, self.base_res, self.feature_dim, self.hidden, decoders_from=lod,
+                       margin=self.level_margin(lod))
         state = {k: v for k, v in self.state_dict().items()
                  if not k.startswith(("features.", "decoders.")) or int(k.split(".")[1]) <= lod}
         state = {k: v for k, v in state.items() if not k.startswith("decoders.") or int(k.split(".")[1]) == lod}
@@ -242,36 +297,43 @@ class NGLODSDF(nn.Module):
         """(N, F) summed features of levels 0..``lod`` at (N, 3) points."""
         return sum(self.level_feature(points, level) for level in range(lod + 1))
 
-    def decode(self, points: torch.Tensor, feature: torch.Tensor, lod: int) -> torch.Tensor:
+    def decode(self, points: torch.Tensor, feature: torch.Tensor, lod: int, hold_margin: bool = True) -> torch.Tensor:
         """(N,) field of LOD ``lod`` from the summed ``feature`` (N, F): its decoder on [xyz, feature], kept
         inside the octree (``confine``)."""
-        return self.confine(points, self.decoders[lod](torch.cat([points, feature], 1)).squeeze(-1), lod)
+        field = self.decoders[lod](torch.cat([points, feature], 1)).squeeze(-1)
+        return self.confine(points, field, lod, hold_margin)
 
     def forward(self, points: torch.Tensor, lod: int | str | None = None) -> torch.Tensor:
         """(N, 3) points -> (N,) signed distances at ``lod`` (default ``self.lod``); ``lod="all"``: (lods, N),
-        every LOD's (what training fits)."""
+        every LOD's as training fits them (``all_lods``)."""
         if lod == "all":
             return torch.stack(self.all_lods(points))
         lod = self.lod if lod is None else lod
         return self.decode(points, self.feature(points, lod), lod)
 
-    def confine(self, points: torch.Tensor, field: torch.Tensor, level: int) -> torch.Tensor:
-        """The (N,) ``field`` kept inside the octree of ``level`` and, outside it, given the octree's own sign
-        (``outside_signs``) and at least half a voxel's magnitude: as in NGLOD, where rays meet surfaces only
-        inside the octree, no surface lies outside it (no floaters far from the mesh)."""
+    def confine(self, points: torch.Tensor, field: torch.Tensor, level: int, hold_margin: bool = True) -> torch.Tensor:
+        """The (N,) ``field`` held to the level's signs (``outside_signs``): free where the surface may be, the
+        octree's sign in its margin (no zero crossing where no surface passed), and outside the octree its sign
+        and at least half a voxel's magnitude: as in NGLOD, where rays meet surfaces only inside the octree, no
+        floaters far from the mesh. Training fits the margin free (``hold_margin`` False): held, a wrong sign
+        there costs nothing and spreads into the voxels next to it."""
         res = self.resolution(level)
         idx = cell_of(points, res)
-        sign = self.signs[level][idx[:, 0], idx[:, 1], idx[:, 2]].to(field.dtype)
-        return torch.where(sign == 0, field, sign * field.abs().clamp_min(1.0 / res))
+        rule = self.signs[level][idx[:, 0], idx[:, 1], idx[:, 2]]
+        if not hold_margin:
+            rule = torch.where(rule.abs() == 1, torch.zeros_like(rule), rule)
+        sign = rule.sign().to(field.dtype)
+        held = torch.where(rule.abs() == 2, field.abs().clamp_min(1.0 / res), field.abs())
+        return torch.where(rule == 0, field, sign * held)
 
     def all_lods(self, points: torch.Tensor) -> list[torch.Tensor]:
-        """Every decoded LOD's (N,) prediction, the interpolations shared (what training fits, one loss per
-        LOD)."""
+        """Every decoded LOD's (N,) prediction, the interpolations shared: what training fits (one loss per
+        LOD), the margin free (``confine``)."""
         out, feature = [], 0
         for level in range(self.lods):
             feature = feature + self.level_feature(points, level)
             if level >= self.decoders_from:
-                out.append(self.decode(points, feature, level))
+                out.append(self.decode(points, feature, level, hold_margin=False))
         return out
 
     def precompute(self, points: torch.Tensor) -> torch.Tensor:

@@ -24,7 +24,7 @@ from checkpoint import count_numbers, load_checkpoint, save_checkpoint
 from common import InputError, RunPaths, TrainConfig, atomic_write, mesh_name, replace_dir
 from mesh_kind import TargetField
 from modelmesher import mesh_model, save_mesh
-from nglod import occupied_voxels
+from nglod import occupied_voxels, sample_in_voxels
 from quantization import quantization_aware_finetune
 from run_records import done_row, failed_row, failure_record, row_from_checkpoint, start_work
 from selfcheck import CHAMFER_SAMPLES, parts, self_check
@@ -162,14 +162,20 @@ def prepare_mesh(mesh_path: Path, job: Job, work: RunPaths) -> Prepared:
             spheres = cached_key_spheres(mesh_path, field, cfg.num_spheres, cfg.sphere_grid, cfg.sphere_min_radius,
                                          job.cache_dir)
             watch.lap("spheres")
+        in_voxels = 0
         if job.arch.has_octree:  # the voxels the surface passes through, grown by the margin
             finest = cfg.nglod_base_res * 2 ** (cfg.nglod_lods - 1)
             surface, _ = sample_surface(mesh, 64 * finest * finest, seed=cfg.seed)
             voxels = occupied_voxels(surface, finest, cfg.nglod_margin)
+            in_voxels = int(round(cfg.num_samples * cfg.nglod_voxel_fraction))
             watch.lap("octree")
         points, sdf = sample_training_points(field, cfg.pool_uniform, cfg.pool_surface, cfg.surface_noise,
-                                             cfg.importance_beta, cfg.num_samples, cfg.seed, cfg.uniform_fraction,
-                                             job.device)
+                                             cfg.importance_beta, cfg.num_samples - in_voxels, cfg.seed,
+                                             cfg.uniform_fraction, job.device)
+        if in_voxels:  # the margin's voxels far from the surface get no importance samples (issue 25's floaters)
+            extra = torch.as_tensor(sample_in_voxels(voxels, finest, in_voxels, cfg.seed), device=points.device)
+            points = torch.cat([points, extra])
+            sdf = torch.cat([sdf, torch.as_tensor(field.sdf(extra.cpu().numpy()), dtype=sdf.dtype, device=sdf.device)])
         reference = sample_surface(mesh, CHAMFER_SAMPLES, seed=0)  # what the self-check scores against
         watch.lap("samples")
     info = {"name": mesh_name(mesh_path), "file": mesh_path.name, "vertices": len(mesh.vertices),
@@ -231,9 +237,10 @@ def write_files(p: Prepared, model: torch.nn.Module, fits: dict, job: Job) -> in
         shipped = size if bits == cfg.codec_bits else shipped
     if arch.has_lods:  # one file per LOD: its levels of features and its decoder (model.ksdf: all LODs)
         for lod in range(model.lods):
-            codec.write(p.work.compressed_at_lod(lod + 1), model.truncated(lod), arch.name,
-                        {**model_args, "lods": lod + 1, "decoders_from": lod}, cfg.codec_bits, p.normalization,
-                        surface)
+            level = model.truncated(lod)
+            codec.write(p.work.compressed_at_lod(lod + 1), level, arch.name,
+                        {**model_args, "lods": lod + 1, "decoders_from": lod, "margin": level.margin},
+                        cfg.codec_bits, p.normalization, surface)
     return shipped
 
 
@@ -254,6 +261,8 @@ def finish_mesh(p: Prepared, trained: Trained, fits: dict, job: Job) -> dict:
         seconds = float(sum(p.timings.values()))
         plot_losses(p.work.loss_plot, history, f"{p.mesh['name']} ({job.arch.name})")
         check = reconstruct(p, decoded, job)
+        if job.arch.has_lods:
+            check = with_lod_checks(check, p, decoded, job)
         watch.lap("mesh")
         save_checkpoint(p.work.checkpoint, model, job.arch.name, job.model_args(p), {
             "normalization": p.normalization, "kind": p.kind, "shell": p.shell, "config": dataclasses.asdict(cfg),
@@ -279,13 +288,33 @@ def reconstruct(p: Prepared, decoded: torch.nn.Module, job: Job) -> dict:
         recon = None
     check = self_check(*p.reference, p.mesh["parts"], recon)
     if check["self_cd2"] is not None:
-        log.info("%s: self-check CD2 %.4f (input to reconstruction %.4f, back %.4f), %d parts -> %d", p.path.name,
-                 check["self_cd2"], check["self_cd2_gt_to_rec"], check["self_cd2_rec_to_gt"], check["parts_in"],
-                 check["parts_out"])
+        log.info("%s: self-check CD2 %.4f (input to reconstruction %.4f, back %.4f), %d parts -> %d, %d floaters",
+                 p.path.name, check["self_cd2"], check["self_cd2_gt_to_rec"], check["self_cd2_rec_to_gt"],
+                 check["parts_in"], check["parts_out"], check["floaters"])
     if check["warning"]:
         log.warning("%s: %s (self-check CD2 %s)", p.path.name, check["warning"],
                     "-" if check["self_cd2"] is None else f"{check['self_cd2']:.4f}")
     return check
+
+
+def with_lod_checks(check: dict, p: Prepared, decoded: torch.nn.Module, job: Job) -> dict:
+    """The shipped file's self-check with those of its coarser LOD files (each ships too): ``lods`` holds
+    each LOD's ``self_cd2``, ``floaters`` and ``warning``, and ``warning`` names every LOD that has one
+    (e.g. ``LOD 3: floaters``), so a fine level's floaters never hide behind a clean finest level."""
+    lods, reasons = {}, [check["warning"]] if check["warning"] else []
+    for lod in range(1, decoded.lods):
+        model = codec.read(p.work.compressed_at_lod(lod))[0].to(job.device)
+        try:
+            recon = mesh_model(model, job.cfg.mesh_res, job.device, shell=p.shell)
+        except InputError:
+            recon = None
+        one = self_check(*p.reference, p.mesh["parts"], recon)
+        lods[lod] = {k: one[k] for k in ("self_cd2", "floaters", "warning")}
+        if one["warning"]:
+            reasons.append(f"LOD {lod}: {one['warning']}")
+            log.warning("%s: LOD %d: %s (self-check CD2 %s)", p.path.name, lod, one["warning"],
+                        "-" if one["self_cd2"] is None else f"{one['self_cd2']:.4f}")
+    return {**check, "lods": lods, "warning": "; ".join(reasons)}
 
 
 # ----------------------------------------------------------------------------------------------------------

@@ -18,7 +18,7 @@ from common import RunPaths, atomic_write_text, mesh_name
 
 log = logging.getLogger("keysphere")
 SUMMARY_FIELDS = ["mesh", "status", "kind", "seconds", "final_loss", "numbers", "bytes", "ksdf_bytes",
-                  "checkpoint_bytes", "watertight", "self_cd2", "warning"]
+                  "checkpoint_bytes", "watertight", "self_cd2", "floaters", "warning"]
 FAILED_SUFFIX = ".failed.txt"
 
 
@@ -58,7 +58,7 @@ def row_from_checkpoint(name: str, paths: RunPaths) -> dict:
             "final_loss": f"{data['loss']:.6g}", "numbers": data["numbers"], "bytes": data["bytes"],
             "ksdf_bytes": data.get("ksdf_bytes", ""), "checkpoint_bytes": paths.checkpoint.stat().st_size,
             "watertight": data["mesh"]["watertight"], "self_cd2": "" if self_cd2 is None else f"{self_cd2:.6g}",
-            "warning": check.get("warning", "")}
+            "floaters": check.get("floaters", ""), "warning": check.get("warning", "")}
 
 
 def done_row(mesh_path: Path, out: Path, force: bool) -> dict | None:

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import numpy as np
 import trimesh
+from scipy.spatial import cKDTree
 
 from field import dense_grid
 from grid import lattice
@@ -21,6 +22,8 @@ from sphere_sampler import sample_surface
 CHAMFER_SAMPLES = 131072   # area-uniform samples per surface (the paper's count); ground truth seed 0, reconstruction 1
 WARN_CD2 = 0.1             # a shipped file above this CD2 (x1e3) is not what a user asked for
 WARN_SIDE = 0.8            # the reason names the side that holds this share of the CD2
+FAR = 2.0 / 128            # one voxel of the mesher's 128^3 grid: reconstructed surface farther than this from
+                           # the input is surface that is not there (~4x the rms error of a good reconstruction)
 
 
 def parts(mesh) -> int:
@@ -30,6 +33,28 @@ def parts(mesh) -> int:
     if len(tm.faces) == 0:
         return 0
     return len(trimesh.graph.connected_components(tm.face_adjacency, nodes=np.arange(len(tm.faces)), min_len=1))
+
+
+def part_labels(mesh) -> np.ndarray:
+    """(V,) int: the connected component (0-based) of each vertex of a mesh whose faces share vertices (a
+    marching-cubes mesh); vertices in no face get their own labels."""
+    tm = trimesh.Trimesh(np.asarray(mesh.vertices), np.asarray(mesh.faces), process=False)
+    return trimesh.graph.connected_component_labels(tm.edges, node_count=len(tm.vertices))
+
+
+def far_surface(reconstruction, d_rec: np.ndarray, gt_points: np.ndarray) -> dict:
+    """Reconstructed surface away from the input: ``far_area``, the percent of the reconstruction's area (its
+    area-uniform samples' nearest distances ``d_rec`` (N,)) farther than ``FAR`` from the input's samples
+    ``gt_points`` (M, 3), and ``floaters``, its parts whose vertices lie at a median distance over ``FAR`` from
+    them (pieces that float free of the input: a spurious zero crossing of the field, never input geometry)."""
+    vertices = np.asarray(reconstruction.vertices)
+    labels = part_labels(reconstruction)
+    distance = cKDTree(gt_points, compact_nodes=False).query(vertices, workers=-1)[0]
+    order = np.argsort(labels, kind="stable")
+    starts = np.flatnonzero(np.r_[True, np.diff(labels[order]) != 0])
+    medians = np.array([np.median(d) for d in np.split(distance[order], starts[1:])]) if len(order) else []
+    return {"far_area": 100.0 * float(np.mean(d_rec > FAR)) if len(d_rec) else 0.0,
+            "floaters": int(np.sum(np.asarray(medians) > FAR))}
 
 
 def surface_scores(gt_points: np.ndarray, gt_normals: np.ndarray, rec_points: np.ndarray,
@@ -43,17 +68,21 @@ def surface_scores(gt_points: np.ndarray, gt_normals: np.ndarray, rec_points: np
             "d_rec": cd["d_ab"], "d_gt": cd["d_ba"]}
 
 
-def warning(cd2: float | None, cd2_gt_to_rec: float, cd2_rec_to_gt: float) -> str:
+def warning(cd2: float | None, cd2_gt_to_rec: float, cd2_rec_to_gt: float, floaters: int = 0) -> str:
     """A short reason to distrust a reconstruction, or "" when it is fine: ``no surface`` without one; above
     ``WARN_CD2`` ``parts missing`` when the ground truth's side holds most of the CD2 (input surface far from
     any reconstructed one), ``extra surface`` when the reconstruction's does (films, floaters), else
-    ``wrong shape``. Part counts are not used: overlapping shells rightly come back as fewer parts."""
+    ``wrong shape``; at any CD2, ``floaters`` when parts of the reconstruction float free of the input
+    (``far_surface``: small ones barely move the CD2). Input part counts are not used: overlapping shells
+    rightly come back as fewer parts."""
     if cd2 is None or not np.isfinite(cd2):
         return "no surface"
+    if cd2 > WARN_CD2 and cd2_gt_to_rec >= WARN_SIDE * cd2:
+        return "parts missing"
+    if floaters > 0:
+        return "floaters"
     if cd2 <= WARN_CD2:
         return ""
-    if cd2_gt_to_rec >= WARN_SIDE * cd2:
-        return "parts missing"
     if cd2_rec_to_gt >= WARN_SIDE * cd2:
         return "extra surface"
     return "wrong shape"
@@ -62,16 +91,18 @@ def warning(cd2: float | None, cd2_gt_to_rec: float, cd2_rec_to_gt: float) -> st
 def self_check(gt_points: np.ndarray, gt_normals: np.ndarray, parts_in: int, reconstruction) -> dict:
     """The self-check of one finished mesh: its reconstruction (a mesh, or None when the field had no surface)
     against the input's samples (``sample_surface(mesh, CHAMFER_SAMPLES, seed=0)``). Returns ``self_cd2``, its
-    two terms, ``normal_consistency``, ``parts_in``, ``parts_out`` and ``warning``."""
+    two terms, ``normal_consistency``, ``parts_in``, ``parts_out``, ``far_area``, ``floaters`` and ``warning``."""
     if reconstruction is None:
-        return {"self_cd2": None, "parts_in": parts_in, "parts_out": 0, "warning": warning(None, 0.0, 0.0)}
+        return {"self_cd2": None, "parts_in": parts_in, "parts_out": 0, "floaters": 0,
+                "warning": warning(None, 0.0, 0.0)}
     rec_points, rec_normals = sample_surface(reconstruction, CHAMFER_SAMPLES, seed=1)
     scores = surface_scores(gt_points, gt_normals, rec_points, rec_normals)
-    parts_out = parts(reconstruction)
+    far = far_surface(reconstruction, scores["d_rec"], gt_points)
     return {"self_cd2": float(scores["cd2"]), "self_cd2_gt_to_rec": float(scores["cd2_gt_to_rec"]),
             "self_cd2_rec_to_gt": float(scores["cd2_rec_to_gt"]),
-            "normal_consistency": float(scores["normal_consistency"]), "parts_in": parts_in, "parts_out": parts_out,
-            "warning": warning(scores["cd2"], scores["cd2_gt_to_rec"], scores["cd2_rec_to_gt"])}
+            "normal_consistency": float(scores["normal_consistency"]), "parts_in": parts_in,
+            "parts_out": parts(reconstruction), **far,
+            "warning": warning(scores["cd2"], scores["cd2_gt_to_rec"], scores["cd2_rec_to_gt"], far["floaters"])}
 
 
 def target_reconstruction(field: TargetField, res: int) -> trimesh.Trimesh | None:

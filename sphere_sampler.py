@@ -326,7 +326,8 @@ def cached_key_spheres(mesh_path: Path, field: TargetField, count: int, grid: in
     """``extract_key_spheres`` with a per-mesh cache of sphere files in ``cache_dir`` (None: no cache)."""
     if cache_dir is None:
         return extract_key_spheres(field, count, grid, min_radius)
-    key = sphere_cache_key(mesh_path, count, grid, min_radius, field.kind, field.shell)
+    sign = field.kind if field.analysis.parts is None else f"{field.kind}-union"  # a union is signed otherwise
+    key = sphere_cache_key(mesh_path, count, grid, min_radius, sign, field.shell)
     cached = Path(cache_dir) / f"{key}.txt"
     if cached.is_file():
         try:

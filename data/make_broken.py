@@ -50,6 +50,10 @@ def broken_meshes() -> dict[str, tuple[trimesh.Trimesh, str]]:
                              np.concatenate([np.stack([a, b, c], 1), np.stack([a, c, d], 1)]), process=False)
     parts = trimesh.util.concatenate([_sphere(3, 0.5, (-0.8, 0, 0)), _sphere(3, 0.3, (0.6, 0, 0)),
                                       trimesh.creation.box((0.3, 0.3, 0.3)).apply_translation((0, 0.8, 0))])
+    flipped_box = trimesh.creation.box((0.5, 0.9, 0.4)).apply_translation((0.35, 0.2, 0.1))
+    flipped_box.faces = flipped_box.faces[:, ::-1]  # inside out
+    union = trimesh.util.concatenate([trimesh.creation.box((0.8, 0.6, 0.5)), flipped_box,
+                                      trimesh.creation.box((0.3, 0.3, 0.3)).apply_translation((-0.5, -0.3, 0.3))])
     n = len(sphere.vertices)
     slivers = np.stack([np.arange(0, 60), np.arange(0, 60), np.arange(1, 61)], 1)  # a repeated vertex: zero area
     degenerate = trimesh.Trimesh(sphere.vertices, np.concatenate([sphere.faces, slivers % n]), process=False)
@@ -57,6 +61,7 @@ def broken_meshes() -> dict[str, tuple[trimesh.Trimesh, str]]:
         "sphere-with-hole": (with_hole, "leaky"),
         "open-bowl": (open_bowl, "sheet"),
         "intersecting-boxes": (boxes, "leaky"),
+        "overlapping-parts-one-inside-out": (union, "leaky"),  # UNION_BOXES: its analytic SDF
         "flipped-faces": (trimesh.Trimesh(sphere.vertices, flipped_faces, process=False), "leaky"),
         "duplicated-faces": (trimesh.Trimesh(sphere.vertices, duplicated, process=False), "leaky"),
         "inner-faces": (with_inner, "leaky"),
@@ -64,6 +69,12 @@ def broken_meshes() -> dict[str, tuple[trimesh.Trimesh, str]]:
         "disjoint-parts": (parts, "closed"),
         "degenerate-faces": (degenerate, "closed"),
     }
+
+
+# (centre, half extents) of the boxes of "overlapping-parts-one-inside-out": its solid is their union, whose
+# signed distance as the min of the parts' (the target of a mesh of closed parts) is min_k box_k(p)
+UNION_BOXES = (((0.0, 0.0, 0.0), (0.4, 0.3, 0.25)), ((0.35, 0.2, 0.1), (0.25, 0.45, 0.2)),
+               ((-0.5, -0.3, 0.3), (0.15, 0.15, 0.15)))
 
 
 def large_sphere(faces: int = 2_000_000) -> trimesh.Trimesh:

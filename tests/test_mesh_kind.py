@@ -14,7 +14,7 @@ import mesh_kind as mk
 import sphere_sampler as ss
 
 sys.path.insert(0, str(ROOT / "data"))
-from make_broken import broken_meshes  # noqa: E402
+from make_broken import UNION_BOXES, broken_meshes  # noqa: E402
 
 CORPUS = broken_meshes()
 
@@ -56,6 +56,21 @@ def test_closed_targets_of_a_box_of_few_large_triangles_are_its_exact_signed_dis
     assert np.allclose(field.sdf(points), box_sdf(points, np.array([0.61, 0.41, 0.26])), atol=1e-9)
     inside = box_sdf(grid.node_points(32), np.array([0.61, 0.41, 0.26])) < 0  # faces off the lattice
     assert np.array_equal(field.occupancy(32).ravel(), inside)
+
+
+def test_overlapping_closed_parts_one_inside_out_get_the_union_as_the_min_of_the_parts_signed_distances():
+    tm, _ = CORPUS["overlapping-parts-one-inside-out"]
+    mesh = ss.Mesh(np.asarray(tm.vertices), np.asarray(tm.faces, dtype=np.int64))  # in [-0.9, 0.9]^3 already
+    field = mk.TargetField.of(mesh, 0.01, grid=64)
+    assert field.kind == "leaky" and len(field.analysis.parts) == 3
+    rng = np.random.default_rng(0)
+    points = np.concatenate([rng.uniform(-1, 1, (4000, 3)), tm.sample(4000, seed=1) + rng.normal(0, 0.02, (4000, 3))])
+    truth = np.min([box_sdf(points - np.array(c), np.array(h)) for c, h in UNION_BOXES], axis=0)
+    assert np.allclose(field.sdf(points), truth, atol=1e-9)  # no zero on the faces buried in another box
+    nodes = grid.node_points(32)
+    node_sdf = np.min([box_sdf(nodes - np.array(c), np.array(h)) for c, h in UNION_BOXES], axis=0)
+    off_faces = np.abs(node_sdf) > 1e-9  # nodes on a face (z = 0.25) are neither
+    assert np.array_equal(field.occupancy(32).ravel()[off_faces], node_sdf[off_faces] < 0)
 
 
 def test_closed_targets_of_a_curved_mesh_are_the_exact_distance_with_igls_sign():

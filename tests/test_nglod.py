@@ -86,7 +86,7 @@ def test_outside_the_octree_the_field_has_the_octrees_sign_and_no_surface():
     surface = 0.6 * d / np.linalg.norm(d, axis=1, keepdims=True)
     voxels = nglod.occupied_voxels(surface, 16, margin=1)
     signs = nglod.outside_signs(voxels, 16)
-    assert signs[8, 8, 8] == -1 and signs[0, 0, 0] == 1 and (signs[tuple(voxels.T)] == 0).all()
+    assert signs[8, 8, 8] == -2 and signs[0, 0, 0] == 2 and (signs[tuple(voxels.T)] == 0).all()  # empty: sign, size
     model = nglod.NGLODSDF(voxels, lods=3, base_res=4, feature_dim=4, hidden=8)
     with torch.no_grad():
         model.decoders[2][2].bias.fill_(-0.001)  # a near-zero field of the wrong sign everywhere
@@ -95,3 +95,28 @@ def test_outside_the_octree_the_field_has_the_octrees_sign_and_no_surface():
     f = model(x).detach()
     assert f[0] <= -1 / 16 and f[1] >= 1 / 16  # inside and outside the shell: the octree's signs, half a voxel
     assert f[2].item() == pytest.approx(-0.001)        # on the surface: the network's own value
+
+
+def test_in_the_margin_the_field_keeps_the_sign_of_the_surface_voxels_enclosure():
+    rng = np.random.default_rng(0)
+    d = rng.normal(size=(50_000, 3))
+    surface = 0.6 * d / np.linalg.norm(d, axis=1, keepdims=True)
+    voxels = nglod.occupied_voxels(surface, 16, margin=1)
+    kept = nglod.surface_superset(voxels, 16, 1)
+    surface_voxels = {tuple(v) for v in nglod.occupied_voxels(surface, 16, margin=0)}
+    assert surface_voxels <= {tuple(v) for v in kept} and len(kept) < len(voxels)
+    x = torch.tensor([[0.7, 0.0, 0.0], [0.45, 0.0, 0.0], [0.6, 0.0, 0.0]])  # margin outside, margin inside, surface
+    fields = []
+    for margin in (0, 1):
+        model = nglod.NGLODSDF(voxels, lods=3, base_res=4, feature_dim=4, hidden=8, margin=margin)
+        with torch.no_grad():
+            model.decoders[2][2].bias.fill_(-0.001)  # a near-zero field of the wrong sign outside
+            model.decoders[2][2].weight.zero_()
+        fields.append(model(x).detach())
+    assert torch.allclose(fields[0], torch.tensor([-0.001] * 3))  # without the margin known: the network's own
+    assert torch.allclose(fields[1], torch.tensor([0.001, -0.001, -0.001]))  # the sign held, no magnitude added
+    assert torch.allclose(model(x, lod="all")[-1].detach(), torch.tensor([-0.001] * 3))  # training fits it free
+    # a file of a coarser LOD holds the coarsened margin: 1 // 2 = 0 at LOD 2 of 3, the level's own rule
+    model = nglod.NGLODSDF(voxels, lods=3, base_res=4, feature_dim=4, hidden=8, margin=1)
+    assert model.truncated(1).margin == 0 and model.truncated(2).margin == 1
+    assert torch.equal(model.truncated(1)(x), model.at_lod(1)(x))

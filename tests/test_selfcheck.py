@@ -12,12 +12,13 @@ def mesh(tm):
     return Mesh(np.asarray(tm.vertices, dtype=np.float64), np.asarray(tm.faces, dtype=np.int64))
 
 
-@pytest.mark.parametrize("cd2, to_rec, to_gt, expected", [
-    (0.03, 0.015, 0.015, ""), (0.1, 0.09, 0.01, ""),
-    (0.5, 0.45, 0.05, "parts missing"), (0.5, 0.05, 0.45, "extra surface"), (0.5, 0.25, 0.25, "wrong shape"),
-    (None, 0.0, 0.0, "no surface"), (float("inf"), 0.0, 0.0, "no surface")])
-def test_the_warning_names_the_side_that_holds_the_error(cd2, to_rec, to_gt, expected):
-    assert selfcheck.warning(cd2, to_rec, to_gt) == expected
+@pytest.mark.parametrize("cd2, to_rec, to_gt, floaters, expected", [
+    (0.03, 0.015, 0.015, 0, ""), (0.1, 0.09, 0.01, 0, ""), (0.03, 0.015, 0.015, 2, "floaters"),
+    (0.5, 0.45, 0.05, 0, "parts missing"), (0.5, 0.45, 0.05, 1, "parts missing"),
+    (0.5, 0.05, 0.45, 0, "extra surface"), (0.5, 0.05, 0.45, 3, "floaters"), (0.5, 0.25, 0.25, 0, "wrong shape"),
+    (None, 0.0, 0.0, 0, "no surface"), (float("inf"), 0.0, 0.0, 0, "no surface")])
+def test_the_warning_names_the_side_that_holds_the_error(cd2, to_rec, to_gt, floaters, expected):
+    assert selfcheck.warning(cd2, to_rec, to_gt, floaters) == expected
 
 
 def test_a_missing_part_and_an_extra_part_are_told_apart():
@@ -30,8 +31,36 @@ def test_a_missing_part_and_an_extra_part_are_told_apart():
     assert missing["warning"] == "parts missing" and missing["self_cd2_gt_to_rec"] > 0.8 * missing["self_cd2"]
     extra = selfcheck.self_check(*selfcheck.sample_surface(mesh(one), selfcheck.CHAMFER_SAMPLES, seed=0), 1,
                                  mesh(two))  # a floater where nothing is
-    assert extra["warning"] == "extra surface" and extra["parts_out"] == 2
+    assert extra["warning"] == "floaters" and extra["parts_out"] == 2 and extra["floaters"] == 1
     assert selfcheck.self_check(*samples, 2, None)["warning"] == "no surface"
+
+
+def ball_field(floater_radius: float) -> np.ndarray:
+    """The 128^3 mesher volume of a ball of radius 0.5 and, when ``floater_radius`` > 0, a small spurious ball
+    0.1 beyond its surface (a zero crossing away from the input: what a fine NGLOD level grew)."""
+    from grid import lattice
+
+    axis = lattice(128)
+    p = np.stack(np.meshgrid(axis, axis, axis, indexing="ij"), -1)
+    field = np.linalg.norm(p, axis=-1) - 0.5
+    if floater_radius > 0:
+        field = np.minimum(field, np.linalg.norm(p - [0.6 + floater_radius, 0, 0], axis=-1) - floater_radius)
+    return field
+
+
+@pytest.mark.parametrize("floater_radius", [0.0, 0.03])
+def test_a_small_floater_away_from_the_surface_is_counted_and_warned_though_the_cd2_is_low(floater_radius):
+    from modelmesher import mesh_from_volume
+
+    gt = selfcheck.sample_surface(mesh(trimesh.creation.icosphere(5, radius=0.5)), selfcheck.CHAMFER_SAMPLES, seed=0)
+    check = selfcheck.self_check(*gt, 1, Mesh(*mesh_from_volume(ball_field(floater_radius), level=0.0)))
+    assert check["self_cd2"] < selfcheck.WARN_CD2  # the CD2 alone would pass it
+    if floater_radius:
+        assert check["floaters"] == 1 and check["parts_out"] == 2 and check["warning"] == "floaters"
+        # its share of the area: (0.03 / 0.5)^2 of the ball's
+        assert 0.5 * 100 * (0.03 / 0.5) ** 2 < check["far_area"] < 2 * 100 * (0.03 / 0.5) ** 2
+    else:
+        assert check["floaters"] == 0 and check["far_area"] == 0.0 and check["warning"] == ""
 
 
 def test_parts_counts_pieces_of_a_soup_not_triangles():

@@ -290,7 +290,9 @@ def test_nglod_trains_writes_a_file_per_lod_and_eval_scores_any_lod(tmp_path, ti
                  arch="nglod") == 0
     paths = common.RunPaths(out / "ball")
     assert paths.compressed.is_file() and paths.reconstruction.is_file() and not paths.spheres.is_file()
-    full, _ = checkpoint.load_checkpoint(paths.checkpoint)
+    full, info = checkpoint.load_checkpoint(paths.checkpoint)
+    assert list(info["self_check"]["lods"]) == [1]  # the coarser LOD's file is self-checked too
+    assert info["model_args"]["margin"] == 1 and full.margin == 1
     sizes = []
     for lod in (1, 2):
         model, info = codec_read(paths.compressed_at_lod(lod))
