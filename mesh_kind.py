@@ -217,18 +217,24 @@ def closed_parts(vertices: np.ndarray, faces: np.ndarray, max_parts: int = MAX_P
     return groups
 
 
-def union_winding(points: np.ndarray, vertices: np.ndarray, faces: np.ndarray,
-                  parts: tuple[np.ndarray, ...]) -> np.ndarray:
-    """(N,) the largest absolute winding number of any closed part at (N, 3) points: above 1/2 inside their
-    union, whatever each part's orientation and however they overlap. Outside a part's bounding box its
-    winding number is 0 and is not evaluated."""
-    points = np.ascontiguousarray(points, dtype=np.float64)
-    result = np.zeros(len(points))
+def part_windings(points: np.ndarray, vertices: np.ndarray, faces: np.ndarray, parts: tuple[np.ndarray, ...]):
+    """Per closed part: (its faces (F_k,), the indices (n,) of the (N, 3) points inside its bounding box, their
+    absolute winding number (n,) of that part). Outside the box a closed part's winding number is 0, so it is
+    not evaluated there."""
     for part in parts:
         corners = vertices[np.unique(faces[part])]
         near = np.nonzero(np.all((points >= corners.min(0)) & (points <= corners.max(0)), axis=1))[0]
-        if len(near):
-            result[near] = np.maximum(result[near], np.abs(winding_number(points[near], vertices, faces[part])))
+        yield part, near, np.abs(winding_number(points[near], vertices, faces[part]))
+
+
+def union_winding(points: np.ndarray, vertices: np.ndarray, faces: np.ndarray,
+                  parts: tuple[np.ndarray, ...]) -> np.ndarray:
+    """(N,) the largest absolute winding number of any closed part at (N, 3) points: above 1/2 inside their
+    union, whatever each part's orientation and however they overlap."""
+    points = np.ascontiguousarray(points, dtype=np.float64)
+    result = np.zeros(len(points))
+    for _, near, w in part_windings(points, vertices, faces, parts):
+        result[near] = np.maximum(result[near], w)
     return result
 
 
@@ -238,10 +244,8 @@ def union_depth(points: np.ndarray, vertices: np.ndarray, faces: np.ndarray,
     a part that holds the point (the magnitude of the union's min of part signed distances)."""
     points = np.ascontiguousarray(points, dtype=np.float64)
     depth = np.zeros(len(points))
-    for part in parts:
-        corners = vertices[np.unique(faces[part])]
-        near = np.nonzero(np.all((points >= corners.min(0)) & (points <= corners.max(0)), axis=1))[0]
-        held = near[np.abs(winding_number(points[near], vertices, faces[part])) > 0.5] if len(near) else near
+    for part, near, w in part_windings(points, vertices, faces, parts):
+        held = near[w > 0.5]
         if len(held):
             depth[held] = np.maximum(depth[held], nearest_surface(points[held], vertices, faces[part])[0])
     return depth

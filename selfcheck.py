@@ -13,7 +13,7 @@ import trimesh
 from scipy.spatial import cKDTree
 
 from field import dense_grid
-from grid import lattice
+from grid import cell_size, lattice
 from mesh_kind import TargetField, nearest_surface
 from metrics import chamfer, normal_consistency
 from modelmesher import mesh_from_volume
@@ -22,8 +22,8 @@ from sphere_sampler import sample_surface
 CHAMFER_SAMPLES = 131072   # area-uniform samples per surface (the paper's count); ground truth seed 0, reconstruction 1
 WARN_CD2 = 0.1             # a shipped file above this CD2 (x1e3) is not what a user asked for
 WARN_SIDE = 0.8            # the reason names the side that holds this share of the CD2
-FAR = 2.0 / 128            # one voxel of the mesher's 128^3 grid: reconstructed surface farther than this from
-                           # the input is surface that is not there (~4x the rms error of a good reconstruction)
+FAR = cell_size(128)       # one voxel of a 128^3 grid: reconstructed surface farther than this from the input is
+                           # surface that is not there (~4x the rms error of a good reconstruction)
 
 
 def parts(mesh) -> int:
