@@ -58,7 +58,7 @@ def mlp_layer_names(layers: int, prefix: str = "mlp.") -> list[tuple[str, str]]:
 
 
 class SDFMLP(nn.Module):
-    """``layers`` hidden Linear layers of ``width`` with LeakyReLU(0.1), then Linear(width, 1) and tanh.
+    """``layers`` hidden Linear layers of ``width`` with LeakyReLU(``slope``), then Linear(width, 1) and tanh.
 
     Parameters are named ``model.0`` ... ``model.{2 * layers}`` so the authors' weights load unchanged; the
     ``nn.Sequential`` holds them under those names (and, run as it is, computes the same function), the forward
@@ -72,16 +72,18 @@ class SDFMLP(nn.Module):
         Number of hidden layers (the first maps ``in_dim`` to ``width``).
     width : int
         Hidden width.
+    slope : float
+        Negative slope of the hidden activations: the authors' 0.1; 0 is the ReLU of NI's released weights.
     """
 
-    def __init__(self, in_dim: int, layers: int, width: int):
+    def __init__(self, in_dim: int, layers: int, width: int, slope: float = LEAKY_SLOPE):
         super().__init__()
         blocks: list[nn.Module] = []
         for i in range(layers):
-            blocks += [nn.Linear(in_dim if i == 0 else width, width), nn.LeakyReLU(LEAKY_SLOPE, inplace=True)]
+            blocks += [nn.Linear(in_dim if i == 0 else width, width), nn.LeakyReLU(slope, inplace=True)]
         blocks += [nn.Linear(width, 1), nn.Tanh()]
         self.model = nn.Sequential(*blocks)
-        self.slope = LEAKY_SLOPE
+        self.slope = slope
         self.hidden_layers = layers
 
     def layers(self) -> list[tuple[torch.Tensor, torch.Tensor]]:
@@ -204,11 +206,12 @@ class KeySphereSDF(nn.Module):
 
 
 class NISDF(nn.Module):
-    """The NI baseline (Davies et al. 2020): the SDF-MLP on xyz alone; 8 layers of 32 store 7553 numbers."""
+    """The NI baseline (Davies et al. 2020): the SDF-MLP on xyz alone; 8 layers of 32 store 7553 numbers.
+    ``slope``: the hidden activations' (ours LeakyReLU(0.1); NI's released weights, ReLU: 0)."""
 
-    def __init__(self, layers: int = 8, width: int = 32):
+    def __init__(self, layers: int = 8, width: int = 32, slope: float = LEAKY_SLOPE):
         super().__init__()
-        self.mlp = SDFMLP(3, layers, width)
+        self.mlp = SDFMLP(3, layers, width, slope)
 
     def precompute(self, points: torch.Tensor) -> torch.Tensor:
         """Nothing to precompute: (N, 3) -> (N, 3)."""

@@ -52,6 +52,7 @@ from common import (
 )
 from pipeline import Job, prepare_mesh, train_mesh
 from quantization import fit_epochs
+from run_records import parse_shard
 from training import NetworkStack, total_epochs
 
 log = logging.getLogger("keysphere")
@@ -244,7 +245,7 @@ def preparation(mesh_dir: str, arch: Architecture, cfg: TrainConfig, device: tor
     done = {}
     if csv_path and Path(csv_path).is_file():
         done = {r["mesh"]: r for r in csv.DictReader(open(csv_path))}
-    part = train_series.parse_shard(shard)
+    part = parse_shard(shard)
     meshes = list_meshes(mesh_dir)[part[0]::part[1]] if part else list_meshes(mesh_dir)
     with tempfile.TemporaryDirectory() as tmp:
         for path in tqdm(meshes, desc="preparing", unit="mesh", disable=quiet):

@@ -450,8 +450,8 @@ def write(path: str | Path, model, arch, model_args, bits, normalization, surfac
 
 
 def load_model(path: str | Path) -> tuple[torch.nn.Module, dict]:
-    """Any model file: a ``.ksdf`` (by its magic bytes), else our checkpoint or the authors' ``.pth``
-    (``common.load_checkpoint``). Returns ``(model, info)``."""
+    """Any model file: a ``.ksdf`` (by its magic bytes), else our checkpoint or a released file, the authors'
+    ``.pth`` or NI's ``.h5`` (``checkpoint.load_checkpoint``). Returns ``(model, info)``."""
     path = Path(path)
     if path.is_file():
         with open(path, "rb") as f:
@@ -469,7 +469,8 @@ def read(path: str | Path) -> tuple[torch.nn.Module, dict]:
 
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--model", help="checkpoint to encode (model.pt); quantized after training, no fine-tuning")
+    parser.add_argument("--model", help="model to encode (model.pt, the authors' .pth or NI's .h5): rounded "
+                                        "to the nearest step, no fine-tuning")
     parser.add_argument("--bits", type=int, default=8, help="bits per weight: 2..16, or 32 for float32")
     parser.add_argument("--out", help="output .ksdf file")
     parser.add_argument("--info", help="describe a .ksdf file")

@@ -115,6 +115,7 @@ class TrainConfig:
     mine_rounds: int = 2
     mine_kinds: list = dataclasses.field(default_factory=lambda: ["sheet"])
     epochs: int = 55
+    retry_epochs: int = 150
     batch_size: int = 2048
     lr: float = 0.02
     scheduler: str = "onecycle"
@@ -145,6 +146,8 @@ class TrainConfig:
                 raise InputError(f"config value {name} must be at least 1, got {getattr(self, name)}")
         if self.workers < 0 or self.threads < 0 or self.group < 0:
             raise InputError("config values workers, threads and group must be 0 (automatic) or more")
+        if self.retry_epochs < 0:
+            raise InputError(f"config value retry_epochs must be 0 (no second try) or more, got {self.retry_epochs}")
         if not (0 <= self.mine_fraction <= 1 and 0 < self.mine_at < 1 and self.mine_rounds >= 1):
             raise InputError("config values mine_fraction must be in [0, 1], mine_at in (0, 1), mine_rounds >= 1")
         if not set(self.mine_kinds) <= {"closed", "leaky", "sheet"}:

@@ -8,9 +8,10 @@
 Every metric is computed in the normalized frame (smallest enclosing ball of the ground truth scaled to
 radius 0.9) with fixed seeds; see ``docs/metrics.md`` for the exact definitions. A run folder holds, per mesh,
 ``<mesh>/reconstruction.{ply,obj,stl}`` (or ``<mesh>.{ply,obj,stl}``) and optionally ``<mesh>/model.pt``
-(or the authors' ``*.pth``) and ``<mesh>/model.ksdf``; without a reconstruction the model is meshed at
-128^3. ``bytes`` is the size of ``model.ksdf`` when there is one (the file a user ships; its decoded model
-also gives the SDF errors), else 4 bytes per stored number (``float_bytes``).
+(or a released ``*.pth`` of the authors or ``*.h5`` of NI) and ``<mesh>/model.ksdf``; without a
+reconstruction the model is meshed at 128^3. ``bytes`` is the size of ``model.ksdf`` when there is one (the
+file a user ships; its decoded model also gives the SDF errors), else 4 bytes per stored number
+(``float_bytes``).
 """
 
 from __future__ import annotations
@@ -114,8 +115,8 @@ def find_run_files(run_dir: Path, name: str) -> tuple[Path | None, Path | None]:
     recon = next((p for p in [paths.dir / f"reconstruction{s}" for s in (".ply", ".obj", ".stl")]
                   + [run_dir / f"{name}{s}" for s in (".ply", ".obj", ".stl")] if p.is_file()), None)
     model = paths.checkpoint if paths.checkpoint.is_file() else None
-    if model is None and paths.dir.is_dir():
-        model = next(iter(sorted(paths.dir.glob("*.pth"))), None)
+    if model is None and paths.dir.is_dir():  # a released model: the authors' .pth or NI's .h5
+        model = next(iter(sorted([*paths.dir.glob("*.pth"), *paths.dir.glob("*.h5")])), None)
     if model is None and paths.compressed.is_file():
         model = paths.compressed
     return recon, model

@@ -7,7 +7,11 @@ Real meshes are messy. Each mesh is classified once, on a voxel grid over [-1, 1
   where the winding number is above 1/2. Its classification and ``inside`` evaluate the winding number only
   near the surface: off the wall of the flood fill (below) a closed surface's winding number is constant on
   each connected region, so it is evaluated once per region and a point nearer a node than the surface takes
-  the node's (the fast winding number is slow near large triangles).
+  the node's (the fast winding number is slow near large triangles). Where the pseudonormal (the
+  angle-weighted normal at the nearest surface point, exact for such a surface) agrees with the winding number
+  on every clear node of the wall, it signs the targets instead: one distance query per point, whatever the
+  triangles' size. A self-intersection the grid does not reveal shows as a disagreement and keeps the winding
+  number.
 - ``leaky``: a solid with holes, cracks, flipped, duplicated or inner faces: it encloses a volume once gaps
   narrower than the wall (``WALL_VOXELS`` voxels either side of the surface) are closed. A flood fill of the
   exterior from the grid's border through the voxels outside the wall finds that volume. Targets are the exact
@@ -21,7 +25,8 @@ flood fill on the voxels outside the wall; when it does not (flipped faces), the
 nearest surface point to just beyond the wall and takes the flood fill's answer there. A leaky mesh made
 of closed parts (``closed_parts``: overlapping, or some inside out) is signed as their union instead: inside
 the wall by the parts' own winding numbers (``union_winding``), and its targets are the min of the parts'
-signed distances (``union_depth``), so a part's faces buried in another are no zero of the target.
+signed distances (``union_depth``), so a part's faces buried in another are no zero of the target; by the
+parts' pseudonormals (``pseudonormal_sdf``) when they agree with the winding numbers on the wall.
 
 Why not igl's fast-winding-number signed distance: it returns (1 - 2|w|) d, which equals the signed distance
 only where w is 0 or 1 (on closed meshes the approximate w makes it up to ~1% short). Near a hole or an open
@@ -30,6 +35,7 @@ sheet w is about 1/2 and the "distance" about 0.
 
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass
 
 import igl
@@ -45,6 +51,7 @@ WALL_VOXELS = 1.5          # voxel centres nearer the surface than this many vox
 MIN_INTERIOR_VOXELS = 27   # fewer enclosed voxels than this (a 3^3 block) is not a volume: a sheet
 WINDING_AGREEMENT = 0.995  # share of off-wall voxels where the winding number must match the flood fill to be used
 AGREEMENT_SAMPLES = 65536  # off-wall voxels that estimate that share when the surface is not closed
+FOLD_DEGREES = 120         # adjacent faces whose normals differ more than this turn back on each other: a fold
 MAX_PARTS = 64             # a mesh of more closed parts than this is not signed part by part (cost: parts x points)
 
 OUTSIDE, INSIDE, WALL = 0, 1, 2
@@ -65,6 +72,108 @@ def nearest_surface(points: np.ndarray, vertices: np.ndarray, faces: np.ndarray)
         return np.zeros(0), np.zeros((0, 3))
     d2, _, closest = igl.point_mesh_squared_distance(points, vertices, faces)
     return np.sqrt(np.maximum(d2, 0)), np.asarray(closest)
+
+
+def fold_faces(tm: trimesh.Trimesh) -> np.ndarray:
+    """(F,) bool: the faces that touch a vertex of a fold, an edge whose two faces turn back on each other
+    (normals more than ``FOLD_DEGREES`` apart), where meshes of CAD exports self-intersect."""
+    return fold_geometry(tm)[0]
+
+
+def fold_geometry(tm: trimesh.Trimesh) -> tuple[np.ndarray, np.ndarray, set]:
+    """(faces touching a fold (F,) bool, vertices on a fold (V,) bool, the folds' edges as sorted vertex pairs)."""
+    adjacency, normals = tm.face_adjacency, tm.face_normals
+    fold = (normals[adjacency[:, 0]] * normals[adjacency[:, 1]]).sum(1) < np.cos(np.radians(FOLD_DEGREES))
+    edges = np.sort(tm.face_adjacency_edges[fold], axis=1)
+    at_fold = np.zeros(len(tm.vertices), dtype=bool)
+    at_fold[edges.ravel()] = True
+    return at_fold[tm.faces].any(axis=1), at_fold, set(map(tuple, edges.tolist()))
+
+
+def on_fold(tm: trimesh.Trimesh, nearest_face: np.ndarray, nearest: np.ndarray) -> np.ndarray:
+    """(N,) bool: whether each nearest surface point (N, 3), on face ``nearest_face`` (N,), lies on a fold's
+    edge or vertex (``fold_geometry``): the only places where a pseudonormal can face the wrong way."""
+    faces_at, vertices_at, edges = fold_geometry(tm)
+    result = np.zeros(len(nearest), dtype=bool)
+    near = np.flatnonzero(faces_at[nearest_face])
+    if len(near) == 0:
+        return result
+    corners = tm.faces[nearest_face[near]]
+    weights = trimesh.triangles.points_to_barycentric(tm.vertices[corners], nearest[near])
+    zero = weights < 1e-7
+    for i, (row, small) in enumerate(zip(corners, zero)):
+        if small.sum() >= 2:  # at a vertex: the corner whose weight is not small
+            result[near[i]] = vertices_at[row[~small]].any()
+        elif small.sum() == 1:  # on the edge opposite the small corner
+            result[near[i]] = tuple(sorted(row[~small].tolist())) in edges
+    return result
+
+
+def pseudonormal_distance(points: np.ndarray, vertices: np.ndarray, faces: np.ndarray) -> np.ndarray:
+    """(N,) exact distance of (N, 3) points to a closed, consistently oriented mesh, negative inside: the sign of
+    the angle-weighted pseudonormal at the nearest surface point (Baerentzen and Aanaes 2005), exact for such a
+    mesh without self-intersections at the cost of the distance query alone. A point whose nearest surface
+    point is on a fold (``on_fold``), where such a mesh may cross itself, takes the sign of igl's exact winding
+    number. The mesh is taken on merged vertices without zero-area faces (an STL repeats every vertex; a
+    sliver has no normal)."""
+    points = np.ascontiguousarray(points, dtype=np.float64)
+    if len(points) == 0:
+        return np.zeros(0)
+    areas = trimesh.triangles.area(vertices[faces])
+    tm = trimesh.Trimesh(vertices, faces[areas > 0])  # merges repeated vertices
+    merged_vertices, merged_faces = np.asarray(tm.vertices, dtype=np.float64), np.asarray(tm.faces, dtype=np.int64)
+    signed, nearest_face, nearest, _ = igl.signed_distance(points, merged_vertices, merged_faces,
+                                                           sign_type=igl.SIGNED_DISTANCE_TYPE_PSEUDONORMAL)
+    signed = np.asarray(signed, dtype=np.float64)
+    at_fold = np.flatnonzero(on_fold(tm, np.asarray(nearest_face), np.asarray(nearest)))
+    if len(at_fold):
+        w = igl.winding_number(merged_vertices, merged_faces, points[at_fold])
+        signed[at_fold] = np.where(np.asarray(w) > 0.5, -1.0, 1.0) * np.abs(signed[at_fold])
+    return signed
+
+
+def pseudonormal_sdf(points: np.ndarray, vertices: np.ndarray, faces: np.ndarray,
+                     parts: tuple[np.ndarray, ...] | None = None) -> np.ndarray:
+    """(N,) signed distance of (N, 3) points to a closed mesh (``pseudonormal_distance``), or to the union of
+    closed ``parts``: the min of the parts' signed distances (a part inside out counts by its enclosed side),
+    each evaluated only inside its bounding box (outside it the distance to all faces is the smaller)."""
+    if parts is None:
+        return pseudonormal_distance(points, vertices, faces)
+    points = np.ascontiguousarray(points, dtype=np.float64)
+    result = nearest_surface(points, vertices, faces)[0]
+    for part in parts:
+        corners = vertices[np.unique(faces[part])]
+        near = np.nonzero(np.all((points >= corners.min(0)) & (points <= corners.max(0)), axis=1))[0]
+        signed = pseudonormal_distance(points[near], vertices, faces[part])
+        result[near] = np.minimum(result[near], signed if signed_volume(vertices, faces[part]) >= 0 else -signed)
+    return result
+
+
+def pseudonormal_agrees(winding: np.ndarray, labels: np.ndarray, pseudonormal_inside: np.ndarray) -> bool:
+    """Whether the pseudonormal's sign matches the winding number's at every node of the wall where the winding
+    number is clear (within 1/4 of 0 or 1): it can err near a self-intersection, which the winding number's
+    range on the grid does not always reveal. Arrays of nodes, all (res, res, res) or all (n,): the winding
+    number, ``wall_labels``'s labels and whether the pseudonormal puts the node inside."""
+    check = (labels == WALL) & (np.abs(winding - 0.5) > 0.25)
+    return bool(np.array_equal(pseudonormal_inside[check], winding[check] > 0.5))
+
+
+def union_pseudonormal_agrees(vertices: np.ndarray, faces: np.ndarray, labels: np.ndarray,
+                              parts: tuple[np.ndarray, ...]) -> bool:
+    """``pseudonormal_agrees`` for a union of closed ``parts`` at up to ``AGREEMENT_SAMPLES`` wall nodes, where
+    ``union_winding`` and ``pseudonormal_sdf`` are evaluated."""
+    wall = np.flatnonzero(labels == WALL)
+    if len(wall) > AGREEMENT_SAMPLES:
+        wall = np.sort(np.random.default_rng(0).choice(wall, AGREEMENT_SAMPLES, replace=False))
+    xyz = node_coords(np.stack(np.unravel_index(wall, labels.shape), axis=1), labels.shape[0])
+    return pseudonormal_agrees(union_winding(xyz, vertices, faces, parts), labels.ravel()[wall],
+                               pseudonormal_sdf(xyz, vertices, faces, parts) < 0)
+
+
+def signed_volume(vertices: np.ndarray, faces: np.ndarray) -> float:
+    """Volume enclosed by a closed mesh, negative when its faces point inwards."""
+    a, b, c = (vertices[faces[:, i]] for i in range(3))
+    return float(np.einsum("ij,ij->i", a, np.cross(b, c)).sum() / 6)
 
 
 def topology(vertices: np.ndarray, faces: np.ndarray) -> tuple[bool, bool]:
@@ -99,6 +208,10 @@ class MeshKind:
         their union: inside where any part's own winding number is (``union_winding``), and inside, the
         target's magnitude is the largest distance to the faces of a part holding the point (the union as the
         min of the parts' signed distances: no zero on a part's faces buried in another).
+    pseudonormal : bool
+        Whether the sign near the surface of a closed mesh or a union of closed parts comes from the
+        pseudonormal at the nearest surface point (``pseudonormal_sdf``: the target is one distance query, no
+        winding number): set where it agrees with the winding number on the wall (``pseudonormal_agrees``).
     """
 
     kind: str
@@ -108,10 +221,11 @@ class MeshKind:
     trust_winding: bool
     reason: str
     parts: tuple[np.ndarray, ...] | None = None
+    pseudonormal: bool = False
 
 
 def wall_labels(vertices: np.ndarray, faces: np.ndarray, res: int, wall: float = WALL_VOXELS,
-                seed: int = 0) -> np.ndarray:
+                seed: int = 0, signed: bool = False):
     """Flood fill of the exterior on a ``res``^3 voxel grid: (res, res, res) uint8 of OUTSIDE, INSIDE, WALL.
 
     The wall is every voxel centre within ``wall`` voxels of the faces (exact distance). Exact distances are
@@ -128,6 +242,10 @@ def wall_labels(vertices: np.ndarray, faces: np.ndarray, res: int, wall: float =
         Half-thickness of the wall in voxels.
     seed : int
         Seed of the surface samples.
+    signed : bool
+        For a closed, consistently oriented mesh: the band's distances signed by the pseudonormal
+        (``pseudonormal_distance``, at the same cost), and also returned: (labels, (res, res, res) bool, True
+        at the wall's nodes the pseudonormal puts inside).
     """
     h = cell_size(res)
     area = float(trimesh.triangles.area(vertices[faces]).sum())
@@ -140,13 +258,18 @@ def wall_labels(vertices: np.ndarray, faces: np.ndarray, res: int, wall: float =
     # voxel centres within (wall + 1.5) voxels of a touched centre: every centre that can be within the wall
     band = scipy.ndimage.distance_transform_edt(~touched) <= wall + 1.5
     candidates = np.argwhere(band)
-    d, _ = nearest_surface(node_coords(candidates, res), vertices, faces)
+    points = node_coords(candidates, res)
+    d = pseudonormal_distance(points, vertices, faces) if signed else nearest_surface(points, vertices, faces)[0]
     is_wall = np.zeros((res, res, res), dtype=bool)
-    is_wall[tuple(candidates[d <= wall * h].T)] = True
+    is_wall[tuple(candidates[np.abs(d) <= wall * h].T)] = True
     labels = np.full((res, res, res), INSIDE, dtype=np.uint8)
     labels[exterior(is_wall)] = OUTSIDE
     labels[is_wall] = WALL
-    return labels
+    if not signed:
+        return labels
+    pseudonormal_inside = np.zeros((res, res, res), dtype=bool)
+    pseudonormal_inside[tuple(candidates[(np.abs(d) <= wall * h) & (d < 0)].T)] = True
+    return labels, pseudonormal_inside
 
 
 def winding_grid(vertices: np.ndarray, faces: np.ndarray, labels: np.ndarray) -> np.ndarray:
@@ -267,7 +390,8 @@ def union_kind(vertices: np.ndarray, faces: np.ndarray, labels: np.ndarray, grid
         return None
     return MeshKind("leaky", grid, None, labels, True,
                     f"{len(parts)} closed parts, overlapping or inside out: signed as their union (their winding "
-                    f"numbers agree on {100 * agree:.2f}% of the voxels off the wall)", parts)
+                    f"numbers agree on {100 * agree:.2f}% of the voxels off the wall)", parts,
+                    union_pseudonormal_agrees(vertices, faces, labels, parts))
 
 
 def classify(vertices: np.ndarray, faces: np.ndarray, grid: int = CLASSIFY_GRID) -> MeshKind:
@@ -281,11 +405,15 @@ def classify(vertices: np.ndarray, faces: np.ndarray, grid: int = CLASSIFY_GRID)
         Voxels per axis of the analysis.
     """
     watertight, consistent = topology(vertices, faces)
-    labels = wall_labels(vertices, faces, grid)
     closed_surface = watertight and consistent
+    if closed_surface:  # the wall's distances come signed by the pseudonormal, at no extra cost
+        labels, pseudonormal_inside = wall_labels(vertices, faces, grid, signed=True)
+    else:
+        labels, pseudonormal_inside = wall_labels(vertices, faces, grid), None
     winding = winding_grid(vertices, faces, labels) if closed_surface else None
     if winding is not None and winding.min() > -0.5 and winding.max() < 1.5:
-        return MeshKind("closed", grid, winding, labels, True, "watertight and consistently oriented")
+        return MeshKind("closed", grid, winding, labels, True, "watertight and consistently oriented", None,
+                        pseudonormal_agrees(winding, labels, pseudonormal_inside))
     union = union_kind(vertices, faces, labels, grid) if watertight else None
     if union is not None:
         return union
@@ -302,14 +430,27 @@ def classify(vertices: np.ndarray, faces: np.ndarray, grid: int = CLASSIFY_GRID)
                     f"(winding number agrees on {100 * agreement:.2f}% of them and the exterior)")
 
 
+def wall_sign(points: np.ndarray, vertices: np.ndarray, faces: np.ndarray, mk: MeshKind,
+              signed: np.ndarray | None = None) -> np.ndarray:
+    """(n,) bool: inside, for (n, 3) points next to the surface of a closed mesh or a union of closed parts,
+    where the grid cannot tell: by the pseudonormal where the classification trusts it (``signed``: its
+    ``pseudonormal_sdf`` at these points, when known), else by the winding number (of any part)."""
+    if mk.pseudonormal:
+        return (pseudonormal_sdf(points, vertices, faces, mk.parts) if signed is None else signed) < 0
+    if mk.parts is not None:
+        return union_winding(points, vertices, faces, mk.parts) > 0.5
+    return winding_number(points, vertices, faces) > 0.5
+
+
 def closed_inside(points: np.ndarray, vertices: np.ndarray, faces: np.ndarray, mk: MeshKind,
-                  distance: np.ndarray | None = None) -> np.ndarray:
+                  distance: np.ndarray | None = None, signed: np.ndarray | None = None) -> np.ndarray:
     """(N,) bool: inside a closed mesh, winding number above 1/2, evaluated at as few points as possible.
 
     A point takes its nearest node's winding number (``mk.winding``) when the segment between them cannot cross
     a face: the node is off the wall (over ``WALL_VOXELS`` voxels from the surface, the point within half a voxel
     diagonal of it), or, given the points' exact ``distance`` (N,) to the faces, the node is nearer the point
-    than the surface is. The other points pay for their own winding number.
+    than the surface is. The other points pay for their own sign (``wall_sign``; ``signed`` (N,): the
+    pseudonormal's signed distances, when known).
     """
     v = nearest_node(points, mk.grid)
     result = mk.winding[v[:, 0], v[:, 1], v[:, 2]] > 0.5
@@ -317,21 +458,23 @@ def closed_inside(points: np.ndarray, vertices: np.ndarray, faces: np.ndarray, m
     if distance is not None:
         to_node = np.linalg.norm(points[own] - node_coords(v[own], mk.grid), axis=1)
         own = own[distance[own] <= to_node * (1 + 1e-9) + 1e-12]
-    result[own] = winding_number(points[own], vertices, faces) > 0.5
+    result[own] = wall_sign(points[own], vertices, faces, mk, None if signed is None else signed[own])
     return result
 
 
 def inside(points: np.ndarray, vertices: np.ndarray, faces: np.ndarray, mk: MeshKind,
-           nearest: np.ndarray | None = None, distance: np.ndarray | None = None) -> np.ndarray:
+           nearest: np.ndarray | None = None, distance: np.ndarray | None = None,
+           signed: np.ndarray | None = None) -> np.ndarray:
     """(N,) bool: whether each (N, 3) point lies inside the solid the mesh describes.
 
     closed: ``closed_inside`` (``distance``, the (N,) exact distances, lets more points take a node's sign).
     leaky: the robust sign of the module docstring (``nearest``, the (N, 3) nearest surface points, saves
-    recomputing them). sheet: nothing is inside.
+    recomputing them); a union of closed parts by ``wall_sign`` in the wall. sheet: nothing is inside.
+    ``signed`` (N,): the pseudonormal's signed distances when known (``pseudonormal_target``).
     """
     points = np.ascontiguousarray(points, dtype=np.float64)
     if mk.kind == "closed":
-        return closed_inside(points, vertices, faces, mk, distance)
+        return closed_inside(points, vertices, faces, mk, distance, signed)
     if mk.kind == "sheet":
         return np.zeros(len(points), dtype=bool)
     res, h = mk.grid, cell_size(mk.grid)
@@ -342,7 +485,7 @@ def inside(points: np.ndarray, vertices: np.ndarray, faces: np.ndarray, mk: Mesh
     if len(in_wall) == 0:
         return result
     if mk.parts is not None:
-        result[in_wall] = union_winding(points[in_wall], vertices, faces, mk.parts) > 0.5
+        result[in_wall] = wall_sign(points[in_wall], vertices, faces, mk, None if signed is None else signed[in_wall])
         return result
     if mk.trust_winding:
         result[in_wall] = winding_number(points[in_wall], vertices, faces) > 0.5
@@ -369,6 +512,8 @@ def target_sdf(points: np.ndarray, vertices: np.ndarray, faces: np.ndarray, mk: 
     with the kind's sign (``closed_inside``, the robust sign); sheet: distance - ``shell`` (a shell of
     half-thickness shell)."""
     points = np.ascontiguousarray(points, dtype=np.float64)
+    if mk.pseudonormal:
+        return pseudonormal_target(points, vertices, faces, mk)
     distance, nearest = nearest_surface(points, vertices, faces)
     if mk.kind == "sheet":
         return distance - shell
@@ -377,6 +522,20 @@ def target_sdf(points: np.ndarray, vertices: np.ndarray, faces: np.ndarray, mk: 
         distance = distance.copy()
         distance[held] = union_depth(points[held], vertices, faces, mk.parts)
     return np.where(held, -distance, distance)
+
+
+def pseudonormal_target(points: np.ndarray, vertices: np.ndarray, faces: np.ndarray, mk: MeshKind) -> np.ndarray:
+    """(N,) ``target_sdf`` of a closed mesh or a union of closed parts whose classification trusts the
+    pseudonormal: one distance query per point (per part holding it), signed off the wall by the grid as
+    always and next to the surface by the pseudonormal, which the wall check compared with the winding number
+    there. The few points where the grid's sign differs from the pseudonormal's (a defect of the mesh far from
+    the wall) get the winding number's target."""
+    signed = pseudonormal_sdf(points, vertices, faces, mk.parts)
+    held = inside(points, vertices, faces, mk, distance=np.abs(signed) if mk.parts is None else None, signed=signed)
+    differ = np.flatnonzero(held != (signed < 0))
+    if len(differ):
+        signed[differ] = target_sdf(points[differ], vertices, faces, dataclasses.replace(mk, pseudonormal=False), 0.0)
+    return signed
 
 
 def occupancy_grid(vertices: np.ndarray, faces: np.ndarray, mk: MeshKind, res: int) -> np.ndarray:

@@ -3,8 +3,9 @@
     python modelmesher.py --model runs/default/cow/model.pt --res 256 --out cow.ply [--original-frame]
     python modelmesher.py --model runs/default/cow/model.ksdf --png cow.png [--size 512] [--turntable cow.gif]
 
-Reads our checkpoints and the authors' released ``.pth``. The field is evaluated in chunks, so 512^3 needs
-memory for the volume (512 MB of float32) but not for 134M network activations.
+Reads our checkpoints and files, the key-sphere authors' released ``.pth`` and NI's released ``.h5``. The
+field is evaluated in chunks, so 512^3 needs memory for the volume (512 MB of float32) but not for 134M
+network activations.
 """
 
 from __future__ import annotations
@@ -108,7 +109,8 @@ def save_mesh(mesh: trimesh.Trimesh, path: str | Path) -> None:
 def parse_args(argv) -> argparse.Namespace:
     """The command line, checked: a bad value is an InputError."""
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--model", required=True, help="our model.pt or model.ksdf, or the authors' .pth")
+    parser.add_argument("--model", required=True,
+                        help="our model.pt or model.ksdf, the key-sphere authors' .pth or NI's .h5")
     parser.add_argument("--res", type=int, default=128, help="grid resolution per axis (default 128)")
     parser.add_argument("--out", help="output mesh: .obj, .ply or .stl")
     parser.add_argument("--png", help="also (or only) a picture of the model's surface, sphere-traced (render.py)")

@@ -26,7 +26,7 @@ from mesh_kind import TargetField
 from modelmesher import mesh_model, save_mesh
 from nglod import occupied_voxels, sample_in_voxels
 from quantization import quantization_aware_finetune
-from run_records import done_row, failed_row, failure_record, row_from_checkpoint, start_work
+from run_records import RETRY_DIR, done_row, failed_row, failure_record, row_from_checkpoint, start_work
 from selfcheck import CHAMFER_SAMPLES, parts, self_check
 from sphere_sampler import (
     cached_key_spheres,
@@ -59,6 +59,14 @@ class Job:
     def on(self, device: torch.device | str) -> "Job":
         """The same job on another device (a pool's CPU workers)."""
         return dataclasses.replace(self, device=torch.device(device))
+
+    def second_try(self) -> "Job | None":
+        """The job that trains warned meshes once more (``retry_epochs`` epochs at the next seed) into
+        ``<out>/.retry``; None when the config has no second try or the job only refits."""
+        if self.cfg.retry_epochs == 0 or self.refit:
+            return None
+        cfg = dataclasses.replace(self.cfg, epochs=self.cfg.retry_epochs, seed=self.cfg.seed + 1, retry_epochs=0)
+        return dataclasses.replace(self, out=self.out / RETRY_DIR, cfg=cfg)
 
     def model_args(self, p: "Prepared") -> dict:
         return self.arch.model_args(self.cfg, 0 if p.spheres is None else len(p.spheres))

@@ -9,7 +9,8 @@ Per mesh ``<out>/<mesh>/`` gets ``model.pt`` (self-describing checkpoint), ``mod
 see ``codec.py``), ``spheres.txt`` (authors' format), ``loss.png``, ``train.log`` and ``reconstruction.ply``
 (normalized frame); ``<out>/summary.csv`` lists every mesh with its status, a failed mesh also leaves
 ``<out>/<mesh>.failed.txt``. Meshes already done are skipped unless ``--force``; a failing mesh is reported
-and skipped. Each mesh directory appears whole or not at all.
+and skipped. Each mesh directory appears whole or not at all. A mesh whose self-check warns trains once more
+(``retry_epochs`` at the next seed) and keeps the better try (the summary's ``second_try``).
 
 On a CPU each mesh trains in its own process (``workers``). On a GPU the meshes train in groups of
 ``group`` networks stacked into one model (``training.py``), while a pool of CPU processes loads, samples and
@@ -34,7 +35,6 @@ from tqdm import tqdm
 import architectures
 from common import (
     PROJECT_ROOT,
-    InputError,
     TrainConfig,
     add_logging_flags,
     list_meshes,
@@ -44,7 +44,16 @@ from common import (
     setup_logging,
 )
 from pipeline import Job, Prepared, finish_mesh, prepare_mesh, train_mesh, train_prepared
-from run_records import done_row, failed_row, merged_rows, start_work, write_summary
+from run_records import (
+    done_row,
+    failed_row,
+    keep_better,
+    merge_run,
+    needs_second_try,
+    parse_shard,
+    start_work,
+    write_summary,
+)
 from training import Trained
 
 log = logging.getLogger("keysphere")
@@ -139,19 +148,6 @@ def _worker_init(threads: int, quiet: bool, verbose: bool) -> None:
     torch.set_num_threads(threads)
 
 
-def parse_shard(text: str | None) -> tuple[int, int] | None:
-    """``I/N`` (0 <= I < N) -> (I, N)."""
-    if text is None:
-        return None
-    try:
-        index, count = (int(v) for v in text.split("/"))
-    except ValueError:
-        raise InputError(f"--shard must look like I/N (e.g. 0/4), got {text!r}") from None
-    if not 0 <= index < count:
-        raise InputError(f"--shard {text}: need 0 <= I < N")
-    return index, count
-
-
 def cpu_cores() -> int:
     return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
 
@@ -203,17 +199,6 @@ def parse_args(argv):
     return args, overrides
 
 
-def merge(out: str | None) -> int:
-    """``--merge``: rebuild the summary from what is on disk."""
-    if not out or not Path(out).is_dir():
-        raise InputError(f"--merge needs --out with an existing run folder, got {out!r}")
-    rows = merged_rows(Path(out))
-    write_summary(Path(out) / "summary.csv", rows)
-    log.info("%d meshes (%d failed) -> %s", len(rows), sum(r["status"].startswith("failed") for r in rows),
-             Path(out) / "summary.csv")
-    return 0
-
-
 def make_job(args, overrides: list[str]) -> Job:
     device = pick_device(args.device)
     if args.config == "auto":
@@ -248,11 +233,39 @@ def run_cpu(todo: list[Path], job: Job, verbose: bool, on_row) -> str:
     return f"{workers} at a time"
 
 
+def train_all(todo: list[Path], job: Job, verbose: bool, on_row) -> str:
+    """Train ``todo`` in groups on a GPU (``run_groups``) or a mesh per process on a CPU (``run_cpu``);
+    returns how, for the log."""
+    group = default_group(job, len(todo))
+    if group <= 1:
+        return run_cpu(todo, job, verbose, on_row)
+    workers = job.cfg.workers or max(1, cpu_cores() - 1)  # one core drives the GPU
+    run_groups(todo, job, group, workers, verbose, on_row)
+    return f"groups of up to {group} networks, {workers} CPU workers"
+
+
+def second_tries(meshes: list[Path], rows: dict, job: Job, verbose: bool, on_row) -> None:
+    """Train every warned mesh once more (``Job.second_try``: ``retry_epochs`` at the next seed, into
+    ``<out>/.retry``) the way the first pass trained; each mesh keeps the try with the lower self-check CD2."""
+    second = job.second_try()
+    todo = [] if second is None else [p for p in meshes if needs_second_try(rows.get(mesh_name(p)), job.out)]
+    if not todo:
+        return
+    log.info("%d meshes warned: a second try each (%d epochs, seed %d)", len(todo), second.cfg.epochs,
+             second.cfg.seed)
+    second.out.mkdir(parents=True, exist_ok=True)
+    train_all(todo, second, verbose, lambda row: on_row(keep_better(job.out, row)))
+    try:
+        second.out.rmdir()  # empty once every second try is kept or dropped
+    except OSError:
+        pass
+
+
 def main(argv=None) -> int:
     args, overrides = parse_args(argv)
     setup_logging(args.quiet, args.verbose)
     if args.merge:
-        return merge(args.out)
+        return merge_run(args.out)
     job = make_job(args, overrides)
     shard = parse_shard(args.shard)
     meshes = list_meshes(args.mesh_dir)
@@ -264,22 +277,17 @@ def main(argv=None) -> int:
     done = [] if job.refit else [done_row(path, job.out, job.force) for path in meshes]
     rows = {row["mesh"]: row for row in done if row is not None}
     todo = [path for path in meshes if mesh_name(path) not in rows]
-    group = default_group(job, len(todo))
     with tqdm(total=len(meshes), initial=len(rows), desc="meshes", disable=args.quiet) as bar:
         def on_row(row):
             if row is not None:
+                bar.update(row["mesh"] not in rows)  # a second try replaces its mesh's row
                 rows[row["mesh"]] = row
-                bar.update(1)
             write_summary(summary, sorted(rows.values(), key=lambda r: order.get(r["mesh"], len(order))))
 
         if rows:
             on_row(None)
-        if group > 1:
-            workers = job.cfg.workers or max(1, cpu_cores() - 1)  # one core drives the GPU
-            run_groups(todo, job, group, workers, args.verbose, on_row)
-            how = f"groups of up to {group} networks, {workers} CPU workers"
-        else:
-            how = run_cpu(todo, job, args.verbose, on_row)
+        how = train_all(todo, job, args.verbose, on_row)
+        second_tries(meshes, rows, job, args.verbose, on_row)
     failed = [r["mesh"] for r in rows.values() if r["status"].startswith("failed")]
     wall = time.perf_counter() - start
     log.info("%d ok, %d failed%s in %.0f s (%.1f s per mesh, %s); summary: %s", len(rows) - len(failed),

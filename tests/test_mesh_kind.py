@@ -192,3 +192,33 @@ def test_the_sampled_agreement_of_a_leaky_sphere_matches_every_nodes():
     assert mk.winding_agreement(mesh.vertices, mesh.faces, labels, samples=32 ** 3) == (full, low, high)
     sampled, *_ = mk.winding_agreement(mesh.vertices, mesh.faces, labels, samples=4000)
     assert full > 0.99 and abs(sampled - full) < 4 * np.sqrt(full * (1 - full) / 4000) + 1e-3
+
+
+def test_closed_meshes_and_unions_take_the_pseudonormals_sign_only_where_it_matches_the_winding_number():
+    from dataclasses import replace
+
+    box = trimesh.creation.box((1.22, 0.82, 0.52))
+    union, _ = CORPUS["overlapping-parts-one-inside-out"]
+    rng = np.random.default_rng(0)
+    for tm in (box, union, trimesh.Trimesh(sphere().vertices, sphere().faces, process=False)):
+        mesh = ss.Mesh(np.asarray(tm.vertices), np.asarray(tm.faces, dtype=np.int64))
+        field = mk.TargetField.of(mesh, 0.01, grid=32)
+        assert field.analysis.pseudonormal
+        near = tm.sample(3000, seed=2) + rng.normal(0, 0.01, (3000, 3))
+        points = np.concatenate([rng.uniform(-1, 1, (3000, 3)), near])
+        by_winding = mk.target_sdf(points, mesh.vertices, mesh.faces, replace(field.analysis, pseudonormal=False), 0)
+        assert np.array_equal(field.sdf(points), by_winding)  # one distance query gives the same targets
+        assert np.array_equal(field.inside(points), by_winding < 0)
+    labels, pseudonormal_inside = mk.wall_labels(box.vertices, np.asarray(box.faces, dtype=np.int64), 32, signed=True)
+    winding = mk.winding_grid(box.vertices, np.asarray(box.faces, dtype=np.int64), labels)
+    assert mk.pseudonormal_agrees(winding, labels, pseudonormal_inside)
+    assert not mk.pseudonormal_agrees(1 - winding, labels, pseudonormal_inside)  # where they differ: not used
+
+
+def test_fold_faces_are_the_faces_at_an_edge_that_turns_back():
+    box = trimesh.creation.box()
+    assert not mk.fold_faces(box).any()  # 90 degree edges are no fold
+    # two triangles on the edge (0, 0, 0)-(1, 0, 0), the second turned back by 170 degrees; a third far off
+    flap = trimesh.Trimesh([[0, 0, 0], [1, 0, 0], [0.5, 1, 0], [0.5, np.cos(np.radians(10)), np.sin(np.radians(10))],
+                            [5, 5, 5], [6, 5, 5], [5, 6, 5]], [[0, 1, 2], [1, 0, 3], [4, 5, 6]], process=False)
+    assert mk.fold_faces(flap).tolist() == [True, True, False]

@@ -310,3 +310,51 @@ def codec_read(path):
     import codec
 
     return codec.read(path)
+
+
+def test_a_warned_mesh_trains_a_second_time_and_keeps_the_better_try(tmp_path, tiny_series, monkeypatch):
+    real = pipeline.self_check
+    first_try = {}
+
+    def warns_on_the_first_try(*args):  # the first check of each mesh reads as a broken shape (CD2 1e6)
+        check = real(*args)
+        if first_try.setdefault(args[0].tobytes(), True):
+            first_try[args[0].tobytes()] = False
+            return {**check, "self_cd2": 1e6, "warning": "wrong shape"}
+        return check
+
+    monkeypatch.setattr(pipeline, "self_check", warns_on_the_first_try)
+    out = tmp_path / "run"
+    (tiny_series / "box.stl").unlink()
+    assert train(tiny_series, out, "--retry_epochs=3") == 0
+    row = summary(out)["ball"]
+    assert row["second_try"] == "kept (first 1e+06)", row
+    info = torch.load(out / "ball" / "model.pt", weights_only=True)
+    assert info["config"]["epochs"] == 3 and info["config"]["seed"] == 1  # the second try ships
+    assert '"kept": "second"' in (out / "ball" / "retry.json").read_text()
+    assert float(row["seconds"]) > info["seconds"]  # both tries are counted
+    assert not list(out.glob(".*"))  # the second tries' folder is gone
+    stamp = (out / "ball" / "model.pt").stat().st_mtime_ns
+    assert train(tiny_series, out, "--retry_epochs=3") == 0  # a rerun trains neither try again
+    assert (out / "ball" / "model.pt").stat().st_mtime_ns == stamp
+    assert summary(out)["ball"]["second_try"] == "kept (first 1e+06)"
+
+
+def test_a_second_try_that_scores_worse_or_fails_leaves_the_first(tmp_path, trained_series):
+    from run_records import RETRY_DIR, keep_better, needs_second_try, row_from_checkpoint
+
+    _, done = trained_series
+    out = tmp_path / "run"
+    for name in ("ball", "box"):
+        shutil.copytree(done / name, out / name)
+    shutil.copytree(done / "ball", out / RETRY_DIR / "ball")
+    first = row_from_checkpoint("ball", common.RunPaths(out / "ball"))
+    assert needs_second_try({**first, "warning": "wrong shape"}, out)
+    assert not needs_second_try({**first, "warning": ""}, out)
+    worse = {**first, "self_cd2": f"{float(first['self_cd2']) * 2:.6g}"}
+    kept = keep_better(out, worse)
+    assert kept["self_cd2"] == first["self_cd2"] and kept["second_try"] == f"not kept ({worse['self_cd2']})"
+    assert not (out / RETRY_DIR / "ball").exists()
+    assert not needs_second_try({**kept, "warning": "wrong shape"}, out)  # one second try, never more
+    failed = keep_better(out, {"mesh": "box", "status": "failed: worker process died"})
+    assert failed["second_try"] == "not kept (failed: worker process died)" and failed["status"] == "ok"
