@@ -74,20 +74,16 @@ def nearest_surface(points: np.ndarray, vertices: np.ndarray, faces: np.ndarray)
     return np.sqrt(np.maximum(d2, 0)), np.asarray(closest)
 
 
-def fold_faces(tm: trimesh.Trimesh) -> np.ndarray:
-    """(F,) bool: the faces that touch a vertex of a fold, an edge whose two faces turn back on each other
-    (normals more than ``FOLD_DEGREES`` apart), where meshes of CAD exports self-intersect."""
-    return fold_geometry(tm)[0]
-
-
-def fold_geometry(tm: trimesh.Trimesh) -> tuple[np.ndarray, np.ndarray, set]:
-    """(faces touching a fold (F,) bool, vertices on a fold (V,) bool, the folds' edges as sorted vertex pairs)."""
+def fold_geometry(tm: trimesh.Trimesh) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """The folds of a mesh, edges whose two faces turn back on each other (normals more than ``FOLD_DEGREES``
+    apart), where meshes of CAD exports self-intersect: (F,) bool faces touching a fold's vertex, (V,) bool
+    vertices on a fold, and the folds' edges as sorted keys ``low * V + high`` (E,)."""
     adjacency, normals = tm.face_adjacency, tm.face_normals
     fold = (normals[adjacency[:, 0]] * normals[adjacency[:, 1]]).sum(1) < np.cos(np.radians(FOLD_DEGREES))
     edges = np.sort(tm.face_adjacency_edges[fold], axis=1)
     at_fold = np.zeros(len(tm.vertices), dtype=bool)
     at_fold[edges.ravel()] = True
-    return at_fold[tm.faces].any(axis=1), at_fold, set(map(tuple, edges.tolist()))
+    return at_fold[tm.faces].any(axis=1), at_fold, np.unique(edges[:, 0] * len(tm.vertices) + edges[:, 1])
 
 
 def on_fold(tm: trimesh.Trimesh, nearest_face: np.ndarray, nearest: np.ndarray) -> np.ndarray:
@@ -100,12 +96,12 @@ def on_fold(tm: trimesh.Trimesh, nearest_face: np.ndarray, nearest: np.ndarray) 
         return result
     corners = tm.faces[nearest_face[near]]
     weights = trimesh.triangles.points_to_barycentric(tm.vertices[corners], nearest[near])
-    zero = weights < 1e-7
-    for i, (row, small) in enumerate(zip(corners, zero)):
-        if small.sum() >= 2:  # at a vertex: the corner whose weight is not small
-            result[near[i]] = vertices_at[row[~small]].any()
-        elif small.sum() == 1:  # on the edge opposite the small corner
-            result[near[i]] = tuple(sorted(row[~small].tolist())) in edges
+    small = weights < 1e-7
+    at_vertex = small.sum(axis=1) >= 2  # the corner of the largest weight
+    vertex = corners[np.arange(len(near)), np.argmax(weights, axis=1)]
+    ends = np.sort(np.take_along_axis(corners, np.argsort(small, axis=1, kind="stable")[:, :2], axis=1), axis=1)
+    on_edge = (small.sum(axis=1) == 1) & np.isin(ends[:, 0] * len(tm.vertices) + ends[:, 1], edges)
+    result[near] = (at_vertex & vertices_at[vertex]) | on_edge  # on the edge opposite the small corner
     return result
 
 
@@ -142,8 +138,7 @@ def pseudonormal_sdf(points: np.ndarray, vertices: np.ndarray, faces: np.ndarray
     points = np.ascontiguousarray(points, dtype=np.float64)
     result = nearest_surface(points, vertices, faces)[0]
     for part in parts:
-        corners = vertices[np.unique(faces[part])]
-        near = np.nonzero(np.all((points >= corners.min(0)) & (points <= corners.max(0)), axis=1))[0]
+        near = in_part_box(points, vertices, faces, part)
         signed = pseudonormal_distance(points[near], vertices, faces[part])
         result[near] = np.minimum(result[near], signed if signed_volume(vertices, faces[part]) >= 0 else -signed)
     return result
@@ -340,13 +335,19 @@ def closed_parts(vertices: np.ndarray, faces: np.ndarray, max_parts: int = MAX_P
     return groups
 
 
+def in_part_box(points: np.ndarray, vertices: np.ndarray, faces: np.ndarray, part: np.ndarray) -> np.ndarray:
+    """Indices (n,) of the (N, 3) points inside the bounding box of the faces ``part`` (F_k,): outside it a
+    closed part holds no point, so its winding number is 0 and its signed distance positive."""
+    corners = vertices[np.unique(faces[part])]
+    return np.nonzero(np.all((points >= corners.min(0)) & (points <= corners.max(0)), axis=1))[0]
+
+
 def part_windings(points: np.ndarray, vertices: np.ndarray, faces: np.ndarray, parts: tuple[np.ndarray, ...]):
     """Per closed part: (its faces (F_k,), the indices (n,) of the (N, 3) points inside its bounding box, their
     absolute winding number (n,) of that part). Outside the box a closed part's winding number is 0, so it is
     not evaluated there."""
     for part in parts:
-        corners = vertices[np.unique(faces[part])]
-        near = np.nonzero(np.all((points >= corners.min(0)) & (points <= corners.max(0)), axis=1))[0]
+        near = in_part_box(points, vertices, faces, part)
         yield part, near, np.abs(winding_number(points[near], vertices, faces[part]))
 
 

@@ -91,7 +91,8 @@ def needs_second_try(row: dict | None, out: Path) -> bool:
 
 def keep_better(out: Path, second: dict) -> dict:
     """After a warned mesh's second try (``second``: its row in ``<out>/.retry``), keep the try with the lower
-    self-check CD2 in ``<out>/<mesh>`` with a ``retry.json`` on both, drop the other; returns the kept row."""
+    self-check CD2 in ``<out>/<mesh>`` with a ``retry.json`` of both tries' scores, drop the other; returns the
+    kept row."""
     name = second["mesh"]
     first_paths, second_paths = RunPaths(out / name), RunPaths(out / RETRY_DIR / name)
     first = row_from_checkpoint(name, first_paths)

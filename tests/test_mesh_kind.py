@@ -215,10 +215,16 @@ def test_closed_meshes_and_unions_take_the_pseudonormals_sign_only_where_it_matc
     assert not mk.pseudonormal_agrees(1 - winding, labels, pseudonormal_inside)  # where they differ: not used
 
 
-def test_fold_faces_are_the_faces_at_an_edge_that_turns_back():
+def test_folds_are_the_edges_that_turn_back_and_a_nearest_point_on_one_is_found():
     box = trimesh.creation.box()
-    assert not mk.fold_faces(box).any()  # 90 degree edges are no fold
+    assert not mk.fold_geometry(box)[0].any()  # 90 degree edges are no fold
     # two triangles on the edge (0, 0, 0)-(1, 0, 0), the second turned back by 170 degrees; a third far off
     flap = trimesh.Trimesh([[0, 0, 0], [1, 0, 0], [0.5, 1, 0], [0.5, np.cos(np.radians(10)), np.sin(np.radians(10))],
                             [5, 5, 5], [6, 5, 5], [5, 6, 5]], [[0, 1, 2], [1, 0, 3], [4, 5, 6]], process=False)
-    assert mk.fold_faces(flap).tolist() == [True, True, False]
+    faces_at, vertices_at, edges = mk.fold_geometry(flap)
+    assert faces_at.tolist() == [True, True, False] and vertices_at.tolist() == [True, True] + [False] * 5
+    assert edges.tolist() == [0 * 7 + 1]
+    nearest = np.array([[0.5, 0, 0], [0, 0, 0], [0.5, 0.5, 0], [0.25, 0.5, 0], [5.5, 5.2, 5]])
+    on = mk.on_fold(flap, np.array([0, 1, 0, 0, 2]), nearest)
+    assert on.tolist() == [True, True, False, False, False]  # on the fold's edge, at its vertex; inside; an
+    # edge that is no fold; a face far off
